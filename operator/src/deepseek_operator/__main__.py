@@ -1,0 +1,177 @@
+"""The ``deepseek-operator`` command: ``run`` the operator, ``sim up|down|status`` a simulated cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from deepseek_operator import __version__
+from deepseek_operator.errors import OperatorError
+
+
+def _err(message: str) -> None:
+    print(f"deepseek-operator: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the operator in this process until interrupted."""
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    import kopf  # noqa: PLC0415 - keep `sim` and `--help` fast
+
+    import deepseek_operator.handlers  # noqa: F401, PLC0415 - registers the handlers
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def cmd_sim_up(args: argparse.Namespace) -> int:
+    """Start a simulated cluster, print KUBECONFIG=..., keep it up until `sim down` or an interrupt."""
+    from deepseek_operator.sim.cluster import SimCluster  # noqa: PLC0415
+    from deepseek_operator.sim.state import SimState, alive, read_state, remove_state, write_state  # noqa: PLC0415
+
+    existing = read_state(args.name)
+    if existing is not None and alive(existing.pid):
+        _err(
+            f"a simulated cluster named {args.name!r} is already up (pid {existing.pid}, "
+            f"KUBECONFIG={existing.kubeconfig}); stop it with 'deepseek-operator sim down"
+            f"{'' if args.name == 'default' else ' --name ' + args.name}' or pick another --name"
+        )
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    cluster = SimCluster(
+        gpus=args.gpus,
+        cpu_nodes=args.cpu_nodes,
+        progress=lambda m: print(f"[sim] {m}", file=sys.stderr, flush=True),
+    )
+    try:
+        cluster.start(timeout=args.timeout)
+    except KeyboardInterrupt:
+        return 130
+    try:
+        write_state(
+            SimState(
+                name=args.name,
+                pid=os.getpid(),
+                kubeconfig=str(cluster.kubeconfig),
+                workdir=str(cluster.workdir),
+                server=cluster.server,
+                components=cluster.pids,
+            )
+        )
+        print(f"KUBECONFIG={cluster.kubeconfig}", flush=True)
+        print(
+            f"[sim] up: {cluster.server}; nodes: "
+            + ", ".join(
+                f"{p.nodes}x {p.product.product} ({p.gpus_per_node} GPUs each)" for p in cluster.pools
+            )
+            + (f", {cluster.cpu_nodes} CPU node(s)" if cluster.cpu_nodes else "")
+            + "; stop with 'deepseek-operator sim down' or Ctrl-C",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            cluster.check_running()
+        return 0
+    finally:
+        print("[sim] stopping", file=sys.stderr, flush=True)
+        cluster.stop()
+        remove_state(args.name, os.getpid())
+        print("[sim] stopped; nothing left behind", file=sys.stderr, flush=True)
+
+
+def cmd_sim_down(args: argparse.Namespace) -> int:
+    """Stop the simulated cluster `sim up` started."""
+    from deepseek_operator.sim.state import read_state, stop_recorded  # noqa: PLC0415
+
+    state = read_state(args.name)
+    if state is None:
+        print(f"no simulated cluster named {args.name!r} is up", file=sys.stderr)
+        return 0
+    for line in stop_recorded(state, timeout=args.timeout):
+        print(f"[sim] {line}", file=sys.stderr)
+    print(f"[sim] {args.name!r} is down", file=sys.stderr)
+    return 0
+
+
+def cmd_sim_status(args: argparse.Namespace) -> int:
+    """Say whether a simulated cluster is up and where its kubeconfig is."""
+    from deepseek_operator.sim.state import alive, read_state  # noqa: PLC0415
+
+    state = read_state(args.name)
+    if state is None or not alive(state.pid):
+        print(f"{args.name}: down")
+        return 1
+    print(f"{args.name}: up (pid {state.pid}) {state.server}\nKUBECONFIG={state.kubeconfig}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``run`` and ``sim up|down|status``."""
+    parser = argparse.ArgumentParser(
+        prog="deepseek-operator",
+        description="Run DeepSeek models on your own GPU cluster with Triton / TensorRT-LLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
+    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG or in-cluster)")
+    run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", "-v", action="store_true", help="log more")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("sim", help="a simulated GPU cluster with a real control plane")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    up = sim_sub.add_parser("up", help="start it; prints KUBECONFIG=<path> when ready")
+    up.add_argument(
+        "--gpus",
+        default="h100:2x8",
+        help="GPU node pools as POOL:NODESxGPUS[,...], e.g. 'h100:2x8,a100-80gb:1x4' (default: h100:2x8)",
+    )
+    up.add_argument("--cpu-nodes", type=int, default=0, help="plain untainted nodes to add (default: 0)")
+    up.add_argument("--name", default="default", help="name of this cluster, for 'sim down --name'")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    up.set_defaults(func=cmd_sim_up)
+    down = sim_sub.add_parser("down", help="stop the cluster 'sim up' started")
+    down.add_argument("--name", default="default")
+    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait before killing")
+    down.set_defaults(func=cmd_sim_down)
+    st = sim_sub.add_parser("status", help="is it up, and where is its kubeconfig")
+    st.add_argument("--name", default="default")
+    st.set_defaults(func=cmd_sim_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepseek-operator`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except OperatorError as e:
+        _err(str(e))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

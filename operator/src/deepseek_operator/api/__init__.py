@@ -1,0 +1,1 @@
+"""The DeepSeekDeployment API: names, constants and (later) typed spec/status models."""

@@ -1,0 +1,3 @@
+"""Shared fixtures: the simulated cluster and friends live in deepseek_operator.sim.testing."""
+
+pytest_plugins = ["deepseek_operator.sim.testing"]

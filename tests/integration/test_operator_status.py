@@ -1,0 +1,168 @@
+"""The whole path: CRD applied, operator running, status recorded, deletion clean."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from deepseek_operator.api.constants import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.sim.testing import Kubectl, wait_for
+from deepseek_operator.sim.tools import repo_root
+
+
+def _sample() -> dict[str, Any]:
+    doc = yaml.safe_load((repo_root() / "manifests" / "samples" / "r1-distill-qwen-7b.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _get(api: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    assert isinstance(obj, dict)
+    return obj
+
+
+def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == "Ready":
+            return dict(cond)
+    return None
+
+
+def test_operator_records_status_and_deletion_leaves_nothing(
+    kube_api: Any, namespace: str, operator: Any, kubectl: Kubectl
+) -> None:
+    api, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
+    applied = _sample()
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "r1-qwen-7b",
+        copy.deepcopy(applied),
+        field_manager="test-user",
+        _content_type="application/apply-patch+yaml",
+    )
+
+    obj = wait_for(
+        lambda: (
+            (o := _get(api, namespace, "r1-qwen-7b"))
+            and (o.get("status") or {}).get("observedGeneration") == 1
+            and o
+        ),
+        what="status.observedGeneration == 1",
+    )
+    ready = _ready_condition(obj)
+    assert ready is not None and ready["observedGeneration"] == 1
+    assert ready["status"] in ("True", "False") and ready["reason"] and ready["lastTransitionTime"]
+    assert obj["status"]["phase"] == "Pending"
+    # What the user applied is exactly what they read back: the operator never writes spec.
+    assert obj["spec"] == applied["spec"]
+
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=r1-qwen-7b").items
+    assert any(e.reason == "Reconciled" and e.involved_object.kind == KIND for e in events)
+
+    # kubectl sees the resource through its short name and category, with the printer columns.
+    table = kubectl("get", "dsd", "-n", namespace).stdout
+    assert table.split()[:10] == [
+        "NAME",
+        "MODEL",
+        "PRECISION",
+        "GPUS",
+        "REPLICAS",
+        "READY",
+        "PHASE",
+        "P99",
+        "ACCURACY",
+        "AGE",
+    ]
+    assert "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" in table and "Pending" in table
+    assert "r1-qwen-7b" in kubectl("get", "deepseek", "-n", namespace).stdout
+
+    # A spec change is a new generation, and the status follows it.
+    changed = copy.deepcopy(applied)
+    changed["spec"]["engine"]["maxOutputTokens"] = 2048
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "r1-qwen-7b",
+        changed,
+        field_manager="test-user",
+        _content_type="application/apply-patch+yaml",
+    )
+    obj = wait_for(
+        lambda: (
+            (o := _get(api, namespace, "r1-qwen-7b")) and o["status"].get("observedGeneration") == 2 and o
+        ),
+        what="status.observedGeneration == 2",
+    )
+    assert _ready_condition(obj)["observedGeneration"] == 2  # type: ignore[index]
+    assert obj["spec"] == changed["spec"]
+
+    # Something owned by the resource goes with it.
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {
+                "name": "owned-by-r1",
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": KIND,
+                        "name": "r1-qwen-7b",
+                        "uid": obj["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            }
+        },
+        field_manager=FIELD_MANAGER,
+    )
+    api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "r1-qwen-7b")
+    wait_for(lambda: _get(api, namespace, "r1-qwen-7b") is None, what="the resource to be deleted")
+
+    def configmap_gone() -> bool:
+        try:
+            core.read_namespaced_config_map("owned-by-r1", namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(configmap_gone, timeout=60, what="the owned ConfigMap to be garbage-collected")
+
+
+def test_operator_resumes_existing_resources(
+    kube_api: Any, namespace: str, crds: list[str], sim_cluster: Any
+) -> None:
+    """A resource created while no operator runs gets its status once one starts."""
+    api = client.CustomObjectsApi(kube_api)
+    body = _sample()
+    body["metadata"]["name"] = "created-before"
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    assert (_get(api, namespace, "created-before") or {}).get("status") is None
+
+    args = ["run", "--standalone", "--all-namespaces", "-m", "deepseek_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        wait_for(
+            lambda: (
+                ((_get(api, namespace, "created-before") or {}).get("status") or {}).get("observedGeneration")
+                == 1
+            ),
+            what="status after resume",
+        )
+    assert runner.exception is None
+    assert runner.exit_code == 0
