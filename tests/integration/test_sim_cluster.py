@@ -40,7 +40,7 @@ def test_reports_a_real_version(sim_cluster: SimCluster, kube_api: Any) -> None:
 def test_gpu_nodes_are_ready_with_gpus(kubectl: Kubectl) -> None:
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
     gpu_nodes = {n["metadata"]["name"]: n for n in nodes if "nvidia.com/gpu" in n["status"]["allocatable"]}
-    assert set(gpu_nodes) == {"gpu-h100-0", "gpu-h100-1", "gpu-a100-80gb-0"}
+    assert set(gpu_nodes) == {"gpu-h100-0", "gpu-h100-1", "gpu-a100-80gb-0", "gpu-h200-0"}
     for name, node in gpu_nodes.items():
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True", name

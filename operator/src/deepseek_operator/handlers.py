@@ -11,10 +11,11 @@ from typing import Any
 
 import kopf
 
-from deepseek_operator import status as status_logic
-from deepseek_operator.api.constants import COND_READY, GROUP, KOPF_PREFIX, PLURAL, VERSION
+from deepseek_operator import reconcile as reconciler
+from deepseek_operator.api.constants import GROUP, KOPF_PREFIX, PLURAL, VERSION
+from deepseek_operator.errors import OperatorError, TransientError
 
-EVENT_REASON_RECONCILED = "Reconciled"
+STATUS_INTERVAL_SECONDS = 5.0
 
 
 def _now() -> str:
@@ -48,50 +49,60 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info if info is not None else kopf.login_with_kubeconfig(**kwargs)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
-    """Record what this version of the operator decides about the resource in its status."""
-    generation = body.metadata.get("generation")
-    current = dict(body.get("status", {}) or {})
-    wanted = {
-        "observedGeneration": generation,
-        "phase": "Pending",
-        "conditions": status_logic.merge_conditions(
-            current.get("conditions", []) or [],
-            [
-                status_logic.Condition(
-                    type=COND_READY,
-                    status="False",
-                    reason="NotServing",
-                    message=(
-                        f"spec accepted at generation {generation}; this operator version records "
-                        "status only and does not create the serving stack yet"
-                    ),
-                )
-            ],
-            generation,
-            _now(),
-        ),
-    }
-    changes = status_logic.status_patch(current, wanted)
-    if changes:
-        patch.status.update(changes)
-        kopf.info(body, reason=EVENT_REASON_RECONCILED, message=f"observed generation {generation}")
-        logger.info("status updated for generation %s", generation)
+def _post(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
+    for kind, reason, message in events:
+        if kind == "Warning":
+            kopf.warn(body, reason=reason, message=message)
+        else:
+            kopf.info(body, reason=reason, message=message)
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+    try:
+        outcome = reconciler.reconcile(dict(body), _now())
+    except TransientError as e:
+        raise kopf.TemporaryError(str(e), delay=10) from e
+    except OperatorError as e:
+        # Not the user's spec and not passing: say so, and retry slowly rather than crash-loop.
+        kopf.warn(body, reason="ReconcileError", message=str(e))
+        raise kopf.TemporaryError(str(e), delay=60) from e
+    if outcome.status:
+        patch.status.update(outcome.status)
+        logger.info("status: %s", ", ".join(sorted(outcome.status)))
+    _post(body, outcome.events)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 def on_create(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
     """A new DeepSeekDeployment."""
-    reconcile(body, patch, logger)
+    _reconcile(body, patch, logger)
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_update(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    """A changed DeepSeekDeployment (spec, labels or annotations)."""
-    reconcile(body, patch, logger)
+    """A changed spec."""
+    _reconcile(body, patch, logger)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 def on_resume(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
     """A DeepSeekDeployment that existed when the operator started."""
-    reconcile(body, patch, logger)
+    _reconcile(body, patch, logger)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=STATUS_INTERVAL_SECONDS, initial_delay=2.0)
+def refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Follow the children (replicas ready, engine built) into status; writes only on change."""
+    try:
+        outcome = reconciler.refresh_status(dict(body), _now())
+    except TransientError:
+        return
+    if outcome.status:
+        patch.status.update(outcome.status)
+    _post(body, outcome.events)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Deletion: the garbage collector removes every owned child (owner references); nothing to block."""
+    logger.info("deleted; owned objects are removed by the garbage collector")

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from deepseek_operator.errors import SimError
-from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec
+from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, volume_manifests
 from deepseek_operator.sim.pki import PKI, write_pki
 from deepseek_operator.sim.tools import Tools, find_tools
 
@@ -345,6 +345,8 @@ class SimCluster:
         self._say(f"registering {len(nodes)} simulated nodes")
         for node in nodes:
             self._api_request("POST", "/api/v1/nodes", node)
+        for volume in volume_manifests(host_dir=str(self.workdir / "volumes")):
+            self._api_request("POST", "/api/v1/persistentvolumes", volume)
         names = {n["metadata"]["name"] for n in nodes}
         self._wait(kwok, deadline, lambda: self._ready_nodes() >= names, what="nodes to become Ready")
         self._wait(kwok, deadline, self._default_namespace_ready, what="the default namespace")

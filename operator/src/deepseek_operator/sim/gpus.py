@@ -183,3 +183,33 @@ def node_manifests(pools: list[GPUPool], cpu_nodes: int = 0) -> list[dict[str, A
     nodes = [gpu_node_manifest(pool, i) for pool in pools for i in range(pool.nodes)]
     nodes += [cpu_node_manifest(i) for i in range(cpu_nodes)]
     return nodes
+
+
+SIM_VOLUMES = 64
+SIM_VOLUME_SIZE = "10Ti"
+
+
+def volume_manifests(
+    count: int = SIM_VOLUMES, host_dir: str = "/tmp/dso-sim-volumes"
+) -> list[dict[str, Any]]:
+    """Pre-provisioned PersistentVolumes without a storage class.
+
+    The simulated cluster has no storage provisioner; a PVC that names no class
+    (or the empty class) binds to one of these, as on a cluster with static volumes.
+    """
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"sim-pv-{i:03d}", "labels": {POOL_LABEL: "storage"}},
+            "spec": {
+                "capacity": {"storage": SIM_VOLUME_SIZE},
+                "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "volumeMode": "Filesystem",
+                "hostPath": {"path": f"{host_dir}/pv-{i:03d}", "type": "DirectoryOrCreate"},
+            },
+        }
+        for i in range(count)
+    ]

@@ -30,7 +30,7 @@ from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.tools import repo_root, tool_path
 
 # Mixed pools so that placement has choices; one CPU node for GPU-less workloads.
-DEFAULT_TEST_GPUS = "h100:2x8,a100-80gb:1x4"
+DEFAULT_TEST_GPUS = "h100:2x8,a100-80gb:1x4,h200:1x8"
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

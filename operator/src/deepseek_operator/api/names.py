@@ -1,0 +1,86 @@
+"""Object names, labels and owner references: the one place they are made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from deepseek_operator.api import constants as c
+
+REVISION_LABEL = f"{c.GROUP}/revision"
+DEPLOYMENT_LABEL = f"{c.GROUP}/deployment"
+SPEC_HASH_ANNOTATION = f"{c.GROUP}/input-hash"
+
+COMPONENT_SERVING = "serving"
+COMPONENT_ENGINE_BUILD = "engine-build"
+COMPONENT_MODEL_REPOSITORY = "model-repository"
+
+
+def stable_hash(obj: Any, length: int = 10) -> str:
+    """A short hex digest of a JSON-able value, stable across runs and key orders."""
+    raw = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:length]
+
+
+def _dns_name(*parts: str, limit: int = 63) -> str:
+    name = "-".join(p for p in parts if p).lower()
+    if len(name) <= limit:
+        return name
+    # Too long: keep a readable prefix and a hash of the whole for uniqueness.
+    return f"{name[: limit - 11].rstrip('-')}-{stable_hash(name, 10)}"
+
+
+def serving_name(owner: str) -> str:
+    """Name of the serving Deployment, its Service and its PodDisruptionBudget."""
+    return _dns_name(owner)
+
+
+def model_repository_name(owner: str) -> str:
+    """Name of the ConfigMap holding the Triton model repository."""
+    return _dns_name(owner, "triton-repo", limit=253)
+
+
+def engine_job_name(owner: str, cache_key: str) -> str:
+    """Name of the engine build Job for one engine cache entry."""
+    return _dns_name(owner, "engine", cache_key[:10])
+
+
+def labels(owner: str, component: str) -> dict[str, str]:
+    """The labels every child of ``owner`` carries."""
+    return {
+        c.LABEL_NAME: "deepseek-serving",
+        c.LABEL_INSTANCE: owner,
+        c.LABEL_COMPONENT: component,
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_PART_OF: "deepseek-operator",
+        DEPLOYMENT_LABEL: owner,
+    }
+
+
+def selector(owner: str, component: str) -> dict[str, str]:
+    """The labels that select ``owner``'s pods of ``component`` (immutable once used)."""
+    return {c.LABEL_INSTANCE: owner, c.LABEL_COMPONENT: component, DEPLOYMENT_LABEL: owner}
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """A controller owner reference to the DeepSeekDeployment ``owner`` (its body)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(owner: dict[str, Any], name: str, component: str) -> dict[str, Any]:
+    """Metadata for a child object: name, namespace, labels and the owner reference."""
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": labels(owner["metadata"]["name"], component),
+        "ownerReferences": [owner_reference(owner)],
+    }

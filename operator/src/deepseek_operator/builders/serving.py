@@ -1,0 +1,591 @@
+"""Builders of the serving stack: the Deployment running Triton, its Service and PodDisruptionBudget,
+the engine build Job, and the ConfigMap holding the generated Triton configs.
+
+Every function here is pure: owner body + parsed spec + plan in, a manifest dict out.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from deepseek_operator.api import names
+from deepseek_operator.api.spec import DeploymentSpec
+from deepseek_operator.errors import SpecError
+from deepseek_operator.planning.plan import Plan
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+MODEL_MOUNT = "/models"  # the model source volume (read-only in serving pods)
+CACHE_MOUNT = "/engine-cache"  # engine cache volume when the model comes from a uri
+FETCH_MOUNT = "/model-cache"  # per-pod download folder (uri source without a cache volume)
+REPO_MOUNT = "/triton-repo"  # the assembled Triton model repository (emptyDir)
+CONFIG_MOUNT = "/etc/deepseek/triton-config"  # the generated configs (ConfigMap)
+CREDENTIALS_MOUNT = "/var/run/secrets/deepseek/model"
+ENGINE_CACHE_DIR = ".deepseek-operator/engines"
+TRITON_USER = 1000  # triton-server, the non-root user of NVIDIA's Triton images
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the checkpoint, the engine and the engine cache are, as the containers see them."""
+
+    checkpoint_dir: str  # the HF checkpoint (tokenizer, weights)
+    engine_dir: str  # the built engine (engine path)
+    cache_volume: str | None  # the PVC holding the engine cache (None: no engine cache)
+    cache_root: str  # the cache volume's mount point
+
+
+def layout(spec: DeploymentSpec, plan: Plan) -> Layout:
+    """Where things live for ``spec``; :class:`SpecError` when the engine path has nowhere to cache."""
+    src = spec.model.source
+    key = engine_cache_key(spec, plan)
+    if src.pvc is not None:
+        checkpoint = f"{MODEL_MOUNT}/{src.pvc.path}".rstrip("/")
+        return Layout(checkpoint, f"{MODEL_MOUNT}/{ENGINE_CACHE_DIR}/{key}", src.pvc.claim_name, MODEL_MOUNT)
+    if spec.engine.cache_claim_name:
+        return Layout(
+            f"{CACHE_MOUNT}/checkpoints/{names.stable_hash([src.uri, spec.model.revision])}",
+            f"{CACHE_MOUNT}/engines/{key}",
+            spec.engine.cache_claim_name,
+            CACHE_MOUNT,
+        )
+    if plan.runtime == "tensorrt-llm":
+        raise SpecError(
+            "spec.engine.cacheClaimName: required when the engine path (runtime tensorrt-llm) builds from "
+            "model.source.uri; name a PersistentVolumeClaim for the engine cache, or use runtime pytorch"
+        )
+    return Layout(f"{FETCH_MOUNT}/checkpoint", "", None, FETCH_MOUNT)
+
+
+def engine_cache_key(spec: DeploymentSpec, plan: Plan) -> str:
+    """The engine cache entry: everything a TensorRT engine is tied to."""
+    return names.stable_hash(
+        {
+            "model": spec.model.id,
+            "source": spec.model.source.uri or (spec.model.source.pvc.path if spec.model.source.pvc else ""),
+            "revision": spec.model.revision,
+            "precision": plan.precision,
+            "tp": plan.tensor_parallel,
+            "pp": plan.pipeline_parallel,
+            "maxBatch": plan.max_batch_size,
+            "maxInput": spec.engine.max_input_tokens,
+            "maxOutput": spec.engine.max_output_tokens,
+            "gpu": plan.gpu_product or "any",
+            "image": spec.engine.image,
+        },
+        length=16,
+    )
+
+
+def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
+    """The rollout revision: a hash of what changes the serving pods (model, engine, GPU, NCCL, plan).
+
+    Replicas, autoscaling, rollout thresholds and the Service type are not part of it.
+    """
+    return names.stable_hash(
+        {"model": spec.model, "engine": spec.engine, "gpu": spec.gpu, "nccl": spec.nccl, "plan": plan}
+    )
+
+
+def startup_budget_seconds(plan: Plan) -> int:
+    """How long a replica may take to start: 10 minutes plus 6 s per GiB of weights (R1 FP8: ~72 min)."""
+    return int(600 + 6 * plan.weights_gib)
+
+
+def shm_size_gib(plan: Plan) -> int:
+    """Memory-backed /dev/shm: Triton's Python backend needs a little; NCCL a few GiB per peer."""
+    return min(64, 2 + 4 * (plan.gpus_per_replica - 1)) if plan.gpus_per_replica > 1 else 2
+
+
+def build_model_repository_configmap(owner: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """The ConfigMap holding the generated Triton config files (``a/b`` stored under key ``a__b``)."""
+    name = names.model_repository_name(owner["metadata"]["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": names.child_metadata(owner, name, names.COMPONENT_MODEL_REPOSITORY),
+        "data": {path.replace("/", "__"): text for path, text in sorted(files.items())},
+    }
+
+
+def _gpu_affinity(plan: Plan) -> dict[str, Any] | None:
+    if plan.gpu_product is None:
+        return None
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [plan.gpu_product]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
+def _tolerations(spec: DeploymentSpec) -> list[Any]:
+    return [GPU_TOLERATION, *spec.gpu.tolerations]
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": TRITON_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _source_volumes(spec: DeploymentSpec, lay: Layout, read_only: bool) -> tuple[list[Any], list[Any]]:
+    """Volumes and mounts for the model source / engine cache (and credentials)."""
+    volumes: list[Any] = []
+    mounts: list[Any] = []
+    if lay.cache_volume is not None:
+        volumes.append(
+            {
+                "name": "model-store",
+                "persistentVolumeClaim": {"claimName": lay.cache_volume, "readOnly": read_only},
+            }
+        )
+        mounts.append({"name": "model-store", "mountPath": lay.cache_root, "readOnly": read_only})
+    else:
+        volumes.append({"name": "model-store", "emptyDir": {}})
+        mounts.append({"name": "model-store", "mountPath": lay.cache_root})
+    if spec.model.source.credentials_secret:
+        volumes.append(
+            {
+                "name": "model-credentials",
+                "secret": {"secretName": spec.model.source.credentials_secret, "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": "model-credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def _credentials_env(spec: DeploymentSpec) -> list[dict[str, str]]:
+    # Point the clients at files of the mounted Secret; no secret value ever sits in the pod spec.
+    if not spec.model.source.credentials_secret:
+        return []
+    return [
+        {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"{CREDENTIALS_MOUNT}/credentials"},
+        {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{CREDENTIALS_MOUNT}/key.json"},
+        {"name": "HF_TOKEN_PATH", "value": f"{CREDENTIALS_MOUNT}/token"},
+    ]
+
+
+def fetch_command(spec: DeploymentSpec, lay: Layout) -> str:
+    """Shell that downloads a uri source into the checkpoint folder once (a READY marker guards it)."""
+    uri = spec.model.source.uri or ""
+    dest = shlex.quote(lay.checkpoint_dir)
+    rev = shlex.quote(spec.model.revision)
+    if uri.startswith("hf://"):
+        repo = shlex.quote(uri.removeprefix("hf://"))
+        get = (
+            f"python3 -c 'import sys; from huggingface_hub import snapshot_download as s; "
+            f"s(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3])' {repo} {rev} {dest}"
+        )
+    elif uri.startswith("s3://"):
+        get = f"aws s3 sync {shlex.quote(uri)} {dest}"
+    elif uri.startswith("gs://"):
+        get = f"gcloud storage rsync --recursive {shlex.quote(uri)} {dest}"
+    else:
+        get = f"mkdir -p {dest} && curl -fsSL {shlex.quote(uri)} | tar -xz -C {dest}"
+    return f"set -eu; if [ -f {dest}/.READY ]; then exit 0; fi; mkdir -p {dest}; {get}; touch {dest}/.READY"
+
+
+def _triton_command(spec: DeploymentSpec, plan: Plan) -> list[str]:
+    common = [
+        f"--model-repository={REPO_MOUNT}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=true",
+        "--metrics-config=summary_latencies=true",  # p99 for canary analysis
+        "--disable-auto-complete-config",
+    ]
+    if plan.runtime == "pytorch" or plan.world_size == 1:
+        # The LLM-API model starts its own workers for TP/PP inside the node.
+        return ["tritonserver", *common, "--backend-config=python,shm-region-prefix-name=prefix0_"]
+    # Engine path with several GPUs: one MPI rank per GPU; ranks above 0 load only the engine.
+    argv = ["mpirun", "--allow-run-as-root"]
+    for rank in range(plan.world_size):
+        argv += [
+            "-n",
+            "1",
+            "tritonserver",
+            *common,
+            f"--backend-config=python,shm-region-prefix-name=prefix{rank}_",
+        ]
+        if rank:
+            argv += ["--model-control-mode=explicit", "--load-model=tensorrt_llm"]
+        if rank < plan.world_size - 1:
+            argv.append(":")
+    return argv
+
+
+def build_deployment(
+    owner: dict[str, Any], spec: DeploymentSpec, plan: Plan, repository_source: str, replicas: int | None
+) -> dict[str, Any]:
+    """The serving Deployment: Triton for the plan's path and world size, probes, GPUs, NCCL settings.
+
+    ``repository_source`` is the folder in the image with the stock model folders; ``replicas``
+    None leaves the count to the HPA (the field is then not owned by the operator).
+    """
+    name = owner["metadata"]["name"]
+    lay = layout(spec, plan)
+    revision = revision_hash(spec, plan)
+    pod_labels = {**names.labels(name, names.COMPONENT_SERVING), names.REVISION_LABEL: revision}
+    volumes, mounts = _source_volumes(spec, lay, read_only=True)
+    config_name = names.model_repository_name(name)
+    volumes += [
+        {"name": "triton-config", "configMap": {"name": config_name}},
+        {"name": "triton-repo", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_size_gib(plan)}Gi"}},
+    ]
+    security = _container_security()
+    init: list[dict[str, Any]] = []
+    if spec.model.source.uri:
+        # Downloading needs a writable model store: the cache PVC or the per-pod folder.
+        fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model-store" else m for m in mounts]
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": spec.engine.image,
+                "command": ["sh", "-c", fetch_command(spec, lay)],
+                "env": _credentials_env(spec),
+                "volumeMounts": fetch_mounts,
+                "securityContext": security,
+            }
+        )
+    if plan.runtime == "tensorrt-llm":
+        ready = shlex.quote(f"{lay.engine_dir}/READY")
+        init.append(
+            {
+                "name": "wait-for-engine",
+                "image": spec.engine.image,
+                "command": [
+                    "sh",
+                    "-c",
+                    f"until [ -f {ready} ]; do echo waiting for engine {ready}; sleep 10; done",
+                ],
+                "volumeMounts": mounts,
+                "securityContext": security,
+            }
+        )
+    assemble = (
+        f"set -eu; cp -r {shlex.quote(repository_source)}/. {REPO_MOUNT}/; "
+        f"for f in {CONFIG_MOUNT}/*; do p=$(basename \"$f\" | sed 's#__#/#g'); "
+        f'mkdir -p "{REPO_MOUNT}/$(dirname "$p")"; cp "$f" "{REPO_MOUNT}/$p"; done'
+    )
+    init.append(
+        {
+            "name": "assemble-model-repository",
+            "image": spec.engine.image,
+            "command": ["sh", "-c", assemble],
+            "volumeMounts": [
+                {"name": "triton-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                {"name": "triton-repo", "mountPath": REPO_MOUNT},
+            ],
+            "securityContext": security,
+        }
+    )
+    env = [{"name": k, "value": v} for k, v in plan.nccl_env]
+    env += (
+        [{"name": "NCCL_DEBUG", "value": "WARN"}]
+        if not any(k == "NCCL_DEBUG" for k, _ in plan.nccl_env)
+        else []
+    )
+    env += _credentials_env(spec)
+    gpus = str(plan.gpus_per_replica)
+    mem_gib = 16 * plan.gpus_per_replica + shm_size_gib(plan)
+    period = 10
+    probe = {"httpGet": {"port": "http"}, "periodSeconds": period, "timeoutSeconds": 5}
+    container = {
+        "name": "triton",
+        "image": spec.engine.image,
+        "command": _triton_command(spec, plan),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": str(4 * plan.gpus_per_replica), "memory": f"{mem_gib}Gi", GPU_RESOURCE: gpus},
+            "limits": {"memory": f"{mem_gib}Gi", GPU_RESOURCE: gpus},
+        },
+        "startupProbe": {
+            **probe,
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "failureThreshold": math.ceil(startup_budget_seconds(plan) / period),
+        },
+        "readinessProbe": {
+            **probe,
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            **probe,
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 15,
+            "failureThreshold": 4,
+        },
+        "volumeMounts": [
+            *mounts,
+            {"name": "triton-repo", "mountPath": REPO_MOUNT, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": security,
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_USER,
+            "fsGroup": TRITON_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "tolerations": _tolerations(spec),
+        "initContainers": init,
+        "containers": [container],
+        "volumes": volumes,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": names.selector(name, names.COMPONENT_SERVING)},
+            }
+        ],
+    }
+    if affinity := _gpu_affinity(plan):
+        pod_spec["affinity"] = affinity
+    if spec.gpu.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": names.selector(name, names.COMPONENT_SERVING)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "progressDeadlineSeconds": startup_budget_seconds(plan) + 600,
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {names.REVISION_LABEL: revision}},
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING)},
+        "spec": deployment_spec,
+    }
+
+
+def build_service(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
+    """The Service in front of the serving pods: http 8000, grpc 8001, metrics 8002."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
+        "spec": {
+            "type": spec.service_type,
+            "selector": names.selector(name, names.COMPONENT_SERVING),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def build_pdb(owner: dict[str, Any]) -> dict[str, Any]:
+    """A PodDisruptionBudget letting voluntary disruptions take one serving pod at a time."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.selector(name, names.COMPONENT_SERVING)},
+        },
+    }
+
+
+# TensorRT-LLM's per-family checkpoint converters (examples/models/core/<family>/convert_checkpoint.py).
+_CONVERTER_FAMILY = {"qwen": "qwen", "llama": "llama", "deepseek-v2": "deepseek_v2"}
+_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+_QFORMAT = {"fp8": "fp8", "int8": "int8_sq", "int4-awq": "int4_awq"}
+
+
+def _family(model_id: str) -> str:
+    low = model_id.lower()
+    if "qwen" in low:
+        return "qwen"
+    if "v2" in low:
+        return "deepseek-v2"
+    return "llama"
+
+
+def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
+    """Shell of the engine build: exit on a cache hit, else convert or quantize, trtllm-build, mark READY."""
+    out = shlex.quote(lay.engine_dir)
+    ckpt = shlex.quote(lay.checkpoint_dir)
+    tp, pp = plan.tensor_parallel, plan.pipeline_parallel
+    work = f"{out}.partial-$HOSTNAME"
+    if plan.precision in _QFORMAT:
+        kv = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
+        convert = (
+            f'python3 "$TRTLLM_EXAMPLES/quantization/quantize.py" --model_dir {ckpt} --dtype bfloat16 '
+            f"--qformat {_QFORMAT[plan.precision]}{kv} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
+        )
+    else:
+        family = _CONVERTER_FAMILY[_family(spec.model.id)]
+        convert = (
+            f'python3 "$TRTLLM_EXAMPLES/models/core/{family}/convert_checkpoint.py" --model_dir {ckpt} '
+            f"--dtype {_DTYPE[plan.precision]} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
+        )
+    max_in, max_out = spec.engine.max_input_tokens, spec.engine.max_output_tokens
+    build = (
+        f"trtllm-build --checkpoint_dir {work}/ckpt --output_dir {work}/engine --gemm_plugin auto "
+        f"--max_batch_size {plan.max_batch_size} --max_input_len {max_in} --max_seq_len {max_in + max_out} "
+        f"--max_num_tokens {max(max_in, 8192)} --workers {plan.world_size}"
+    )
+    return "\n".join(
+        [
+            "set -eu",
+            f"if [ -f {out}/READY ]; then echo 'engine cache hit: {lay.engine_dir}'; exit 0; fi",
+            f'rm -rf {work}; mkdir -p {work} "$(dirname {out})"',
+            convert,
+            build,
+            f"rm -rf {out}; mv {work}/engine {out}; rm -rf {work}",
+            f"touch {out}/READY",
+        ]
+    )
+
+
+def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """The Job that builds the TensorRT engine into the cache (a cache hit ends it at once)."""
+    name = owner["metadata"]["name"]
+    lay = layout(spec, plan)
+    key = engine_cache_key(spec, plan)
+    volumes, mounts = _source_volumes(spec, lay, read_only=False)
+    init: list[dict[str, Any]] = []
+    if spec.model.source.uri:
+        init.append(
+            {
+                "name": "fetch-model",
+                "image": spec.engine.image,
+                "command": ["sh", "-c", fetch_command(spec, lay)],
+                "env": _credentials_env(spec),
+                "volumeMounts": mounts,
+                "securityContext": _container_security(),
+            }
+        )
+    gpus = str(plan.world_size)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_USER,
+            "fsGroup": TRITON_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "tolerations": _tolerations(spec),
+        "initContainers": init,
+        "containers": [
+            {
+                "name": "build",
+                "image": spec.engine.image,
+                "command": ["bash", "-c", engine_build_script(spec, plan, lay)],
+                "env": [
+                    {"name": "TRTLLM_EXAMPLES", "value": "/app/tensorrt_llm/examples"},
+                    *_credentials_env(spec),
+                ],
+                "resources": {
+                    "requests": {GPU_RESOURCE: gpus, "cpu": "8", "memory": "64Gi"},
+                    "limits": {GPU_RESOURCE: gpus, "memory": "64Gi"},
+                },
+                "volumeMounts": mounts,
+                "securityContext": _container_security(),
+            }
+        ],
+        "volumes": volumes,
+    }
+    if affinity := _gpu_affinity(plan):
+        pod_spec["affinity"] = affinity  # an engine is tied to the GPU it is built on
+    if spec.gpu.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
+    job_labels = {
+        **names.labels(name, names.COMPONENT_ENGINE_BUILD),
+        f"{names.REVISION_LABEL}-engine": key[:10],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **names.child_metadata(owner, names.engine_job_name(name, key), names.COMPONENT_ENGINE_BUILD),
+            "annotations": {f"{names.REVISION_LABEL.rsplit('/', 1)[0]}/engine-cache-key": key},
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
+
+
+GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"  # dcgm-exporter's GPU utilization (percent), via prometheus-adapter
+
+
+def build_hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any] | None:
+    """An HPA on average GPU utilization of the serving pods, when ``spec.autoscaling`` is set."""
+    auto = spec.autoscaling
+    if auto is None:
+        return None
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": names.serving_name(name),
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": GPU_UTIL_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": str(auto.target_gpu_utilization)},
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": auto.scale_down_stabilization_seconds}},
+        },
+    }

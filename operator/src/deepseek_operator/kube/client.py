@@ -1,0 +1,174 @@
+"""Server-side apply and reads of the objects the operator owns.
+
+Every write goes through :func:`apply` under one field manager; API errors are
+mapped onto the operator's exception tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from deepseek_operator.api.constants import FIELD_MANAGER
+from deepseek_operator.errors import OperatorError, SpecError, TransientError
+
+# (apiVersion, kind) -> plural resource name, for the kinds the operator writes or reads.
+_PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("serving.deepseek.ai/v1alpha1", "DeepSeekDeployment"): "deepseekdeployments",
+    ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "ReplicaSet"): "replicasets",
+    ("batch/v1", "Job"): "jobs",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkersets",
+}
+
+
+class _Shared:
+    """The process-wide API client, made on first use."""
+
+    lock = threading.Lock()
+    api: Any = None
+
+
+def api_client() -> Any:
+    """A shared ``kubernetes.client.ApiClient``: in-cluster, else ``$KUBECONFIG`` read now (not at import)."""
+    with _Shared.lock:
+        if _Shared.api is None:
+            cfg = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
+            _Shared.api = client.ApiClient(configuration=cfg)
+        return _Shared.api
+
+
+def reset_api_client() -> None:
+    """Forget the shared client (a test that points ``$KUBECONFIG`` elsewhere calls this)."""
+    with _Shared.lock:
+        _Shared.api = None
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The REST path of a namespaced object (or of its collection when ``name`` is None)."""
+    plural = _PLURALS.get((api_version, kind))
+    if plural is None:
+        raise OperatorError(f"the operator does not know how to address {api_version} {kind}")
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def _map_error(e: ApiException, what: str) -> OperatorError:
+    if e.status in (409, 429) or (e.status or 0) >= 500:
+        return TransientError(f"{what}: HTTP {e.status} {e.reason}; will retry")
+    if e.status in {400, 422}:
+        return SpecError(f"{what}: the API server refused it: {e.body}")
+    return OperatorError(f"{what}: HTTP {e.status} {e.reason}: {e.body}")
+
+
+def request(
+    api: Any,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One REST call with ``api`` (an ApiClient): the decoded JSON answer; ApiException on failure."""
+    data = json.dumps(body) if body is not None else None
+    method_, url, headers, body_, post = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        body=data,
+        header_params={"Content-Type": content_type, "Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    resp = api.call_api(method_, url, header_params=headers, body=body_, post_params=post)
+    raw = resp.read()
+    if not 200 <= resp.status < 300:
+        raise ApiException(http_resp=resp, body=raw.decode(errors="replace") if raw else None)
+    return json.loads(raw) if raw else None
+
+
+def _call(
+    method: str,
+    path: str,
+    what: str,
+    body: Any = None,
+    query: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Any:
+    try:
+        return request(api_client(), method, path, query, body, content_type)
+    except ApiException as e:
+        raise _map_error(e, what) from e
+
+
+def apply(obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply ``obj`` under the operator's field manager; returns the object as stored.
+
+    Applying what is already there changes nothing on the server (no new resourceVersion).
+    """
+    meta = obj["metadata"]
+    what = f"apply {obj['kind']} {meta['namespace']}/{meta['name']}"
+    path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    result = _call(
+        "PATCH",
+        path,
+        what,
+        body=obj,
+        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        content_type="application/apply-patch+yaml",
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    try:
+        result = request(api_client(), "GET", resource_path(api_version, kind, namespace, name))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise _map_error(e, f"get {kind} {namespace}/{name}") from e
+    assert isinstance(result, dict)
+    return result
+
+
+def list_owned(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """Objects of a kind in a namespace matching a label selector."""
+    result = _call(
+        "GET",
+        resource_path(api_version, kind, namespace),
+        f"list {kind} in {namespace}",
+        query=[("labelSelector", label_selector)],
+    )
+    items = result.get("items", []) if isinstance(result, dict) else []
+    return list(items)
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    """Delete an object (background propagation); a missing one is fine."""
+    try:
+        request(
+            api_client(),
+            "DELETE",
+            resource_path(api_version, kind, namespace, name),
+            body={"propagationPolicy": "Background"},
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise _map_error(e, f"delete {kind} {namespace}/{name}") from e
