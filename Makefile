@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 .PHONY: help venv tools lint test test-unit test-integration demo clean
 
 help:
+	@echo "make demo              the operator serving the sample models on a simulated GPU cluster"
 	@echo "make test              lint, build the control-plane tools if needed, run unit + integration tests"
 	@echo "make test-unit         unit tests only (no cluster, no tools needed)"
 	@echo "make test-integration  integration tests only (real control plane)"
@@ -40,6 +41,9 @@ test-unit: venv
 
 test-integration: venv tools
 	$(BIN)/python -m pytest -m integration
+
+demo: venv tools
+	$(BIN)/deepseek-operator demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

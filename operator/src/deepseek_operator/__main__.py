@@ -125,6 +125,13 @@ def cmd_sim_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The operator serving the samples on a simulated cluster, start to finish."""
+    from deepseek_operator.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(gpus=args.gpus, keep=args.keep, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``run`` and ``sim up|down|status``."""
     parser = argparse.ArgumentParser(
@@ -140,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", "-v", action="store_true", help="log more")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the operator serving the sample models on a simulated cluster")
+    demo.add_argument("--gpus", default="h100:2x8,a100-80gb:1x4,h200:1x8", help="GPU node pools (see sim up)")
+    demo.add_argument("--keep", action="store_true", help="keep the cluster and operator up until Ctrl-C")
+    demo.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for the samples to be Ready"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="a simulated GPU cluster with a real control plane")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)

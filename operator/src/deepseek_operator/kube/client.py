@@ -86,7 +86,8 @@ def request(
     content_type: str = "application/json",
 ) -> Any:
     """One REST call with ``api`` (an ApiClient): the decoded JSON answer; ApiException on failure."""
-    data = json.dumps(body) if body is not None else None
+    # The REST layer serializes JSON bodies itself; other content types (apply-patch+yaml) go as text.
+    data = json.dumps(body) if body is not None and content_type != "application/json" else body
     method_, url, headers, body_, post = api.param_serialize(
         method=method,
         resource_path=path,

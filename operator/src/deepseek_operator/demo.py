@@ -1,0 +1,170 @@
+"""``deepseek-operator demo``: the operator serving the sample models on the simulated cluster.
+
+Starts a simulated cluster with mixed GPU pools, installs the CRD, runs the
+operator, applies the samples, waits until they are Ready, shows what the
+operator made of them (placement, pods on GPU nodes), shows a bad spec being
+refused at admission, and stops everything (unless ``--keep``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.kube import client as kube
+from deepseek_operator.sim.cluster import SimCluster
+from deepseek_operator.sim.tools import repo_root, tool_path
+
+DEMO_GPUS = "h100:2x8,a100-80gb:1x4,h200:1x8"
+NAMESPACE = "llm"
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _apply_docs(api: Any, path: Path, namespace: str | None) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc = copy.deepcopy(doc)
+        if doc["kind"] == "CustomResourceDefinition":
+            url = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}"
+        else:
+            doc["metadata"]["namespace"] = namespace
+            url = kube.resource_path(doc["apiVersion"], doc["kind"], str(namespace), doc["metadata"]["name"])
+        kube.request(
+            api,
+            "PATCH",
+            url,
+            query=[("fieldManager", "demo-user"), ("force", "true")],
+            body=doc,
+            content_type="application/apply-patch+yaml",
+        )
+    return docs
+
+
+def _kubectl(cluster: SimCluster, *args: str) -> str:
+    proc = subprocess.run(
+        [str(tool_path("kubectl")), *args],
+        env=cluster.kubectl_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout + proc.stderr
+
+
+def _deployments(api: Any) -> list[dict[str, Any]]:
+    data = kube.request(api, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}")
+    return list(data["items"])
+
+
+def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) -> int:
+    """Run the demo; returns the process exit code (0: every sample reached Ready)."""
+    root = repo_root()
+    samples = sorted(
+        p for p in (root / "manifests" / "samples").glob("*.yaml") if f"kind: {KIND}" in p.read_text()
+    )
+    _say(f"== starting a simulated cluster: GPU pools {gpus}, plus one CPU node")
+    started = time.monotonic()
+    cluster = SimCluster(gpus=gpus, cpu_nodes=1, progress=lambda m: _say(f"   {m}"))
+    cluster.start()
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        _say(f"   ready in {time.monotonic() - started:.1f} s: KUBECONFIG={cluster.kubeconfig}")
+        _say(_kubectl(cluster, "get", "nodes", "-L", "nvidia.com/gpu.product", "-L", "nvidia.com/gpu.count"))
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        kube.reset_api_client()
+        api = cluster.api_client()
+
+        _say("== installing the CRD and starting the operator (deepseek-operator run)")
+        for crd in sorted((root / "crds").glob("*.yaml")):
+            _apply_docs(api, crd, None)
+        time.sleep(2)  # Established
+        log = cluster.workdir / "logs" / "operator.log"
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "deepseek_operator", "run"],
+            env=cluster.kubectl_env(),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        kube.request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
+        _apply_docs(api, root / "manifests" / "samples" / "model-store-pvc.yaml", NAMESPACE)
+
+        _say(
+            f"== applying {len(samples)} samples to namespace {NAMESPACE}: "
+            + ", ".join(p.name for p in samples)
+        )
+        for sample in samples:
+            _apply_docs(api, sample, NAMESPACE)
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = _deployments(api)
+            phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items}
+            if len(items) == len(samples) and all(p == "Ready" for p in phases.values()):
+                break
+            time.sleep(1)
+        _say(f"== after {time.monotonic() - started:.0f} s:")
+        _say(_kubectl(cluster, "get", "dsd", "-n", NAMESPACE))
+        for item in _deployments(api):
+            placement = (item.get("status") or {}).get("placement", {})
+            _say(f"   {item['metadata']['name']}: {json.dumps(placement, sort_keys=True)}")
+        _say("")
+        _say(_kubectl(cluster, "get", "pods", "-n", NAMESPACE, "-o", "wide"))
+        _say(_kubectl(cluster, "get", "deploy,svc,job,pdb,hpa,configmap", "-n", NAMESPACE))
+
+        _say("== a spec the API server refuses (tensorParallel 3, both pvc and uri):")
+        bad = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": "bad", "namespace": NAMESPACE},
+            "spec": {
+                "model": {
+                    "id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+                    "source": {"pvc": {"claimName": "model-store"}, "uri": "hf://x/y"},
+                },
+                "gpu": {"tensorParallel": 3},
+            },
+        }
+        proc = subprocess.run(
+            [str(tool_path("kubectl")), "apply", "-f", "-"],
+            input=json.dumps(bad),
+            text=True,
+            env=cluster.kubectl_env(),
+            capture_output=True,
+            timeout=60,
+        )
+        _say("   " + (proc.stderr or proc.stdout).strip())
+
+        ready = [i for i in _deployments(api) if (i.get("status") or {}).get("phase") == "Ready"]
+        ok = len(ready) == len(samples)
+        _say(f"== {len(ready)}/{len(samples)} samples Ready")
+        if keep:
+            _say(f"KUBECONFIG={cluster.kubeconfig}")
+            _say("the cluster and the operator stay up; Ctrl-C stops them")
+            stop = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            stop.wait()
+        return 0 if ok else 1
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        cluster.stop()
+        _say("== stopped: every process ended, temporary files removed")
