@@ -36,8 +36,8 @@ def _say(message: str = "") -> None:
 
 def _apply_docs(api: Any, path: Path, namespace: str | None) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for doc in docs:
-        doc = copy.deepcopy(doc)
+    for original in docs:
+        doc = copy.deepcopy(original)
         if doc["kind"] == "CustomResourceDefinition":
             url = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}"
         else:

@@ -285,7 +285,8 @@ def build_deployment(
     src = shlex.quote(repository_source)
     assemble = (
         f"set -eu; if [ ! -d {src} ]; then echo 'deepseek-operator: '{src}' is not in image '"
-        f"{shlex.quote(spec.engine.image)}'; use a tritonserver <yy.mm>-trtllm-python-py3 image of 25.01 or later, "
+        f"{shlex.quote(spec.engine.image)}'; use a tritonserver <yy.mm>-trtllm-python-py3 image of 25.01 "
+        "or later, "
         f"or an image that has the TensorRT-LLM backend model folders there' >&2; exit 1; fi; "
         f"cp -r {src}/. {REPO_MOUNT}/; "
         f"for f in {CONFIG_MOUNT}/*; do p=$(basename \"$f\" | sed 's#__#/#g'); "
