@@ -162,10 +162,16 @@ def test_sample_converges_with_owned_labelled_children(
         .items
     )
     nodes = {n.metadata.name: n for n in client.CoreV1Api(kube_api).list_node().items}
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(name, namespace)
+    terms = dep.spec.template.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    allowed = set(terms.node_selector_terms[0].match_expressions[0].values)
+    assert status["placement"]["gpuProduct"] == dsd["spec"]["gpu"]["products"][0]  # first choice had room
+    if status["placement"]["runtime"] == "tensorrt-llm":
+        assert allowed == {status["placement"]["gpuProduct"]}  # an engine is built for one GPU type
+    assert allowed <= set(dsd["spec"]["gpu"]["products"])
     for pod in pods:
         assert pod.status.phase == "Running"
-        product = nodes[pod.spec.node_name].metadata.labels["nvidia.com/gpu.product"]
-        assert product == dsd["spec"]["gpu"]["products"][0]
+        assert nodes[pod.spec.node_name].metadata.labels["nvidia.com/gpu.product"] in allowed
 
     table = kubectl("get", "dsd", name, "-n", namespace).stdout.splitlines()
     assert table[0].split() == [

@@ -240,3 +240,24 @@ def test_plan_is_frozen_and_hashable_into_the_revision() -> None:
     plan = plan_deployment(spec)
     other = dataclasses.replace(plan, max_batch_size=plan.max_batch_size + 1)
     assert serving.revision_hash(spec, plan) != serving.revision_hash(spec, other)
+
+
+def test_engine_job_carries_the_revision_it_builds_for() -> None:
+    spec = parse_spec(BASE)
+    plan = plan_deployment(spec)
+    job = serving.build_engine_job(OWNER, spec, plan)
+    assert job["metadata"]["labels"][names.REVISION_LABEL] == serving.revision_hash(spec, plan)
+    assert job["metadata"]["annotations"][names.ENGINE_CACHE_KEY_ANNOTATION] == serving.engine_cache_key(
+        spec, plan
+    )
+
+
+def test_hpa_targets_the_leader_worker_set_of_multi_node_replicas() -> None:
+    spec = parse_spec(_with("autoscaling", {"minReplicas": 1, "maxReplicas": 2}))
+    hpa = serving.build_hpa(OWNER, spec, workload_kind="LeaderWorkerSet")
+    assert hpa is not None
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "name": "r1-qwen-7b",
+    }

@@ -132,6 +132,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(gpus=args.gpus, keep=args.keep, timeout=args.timeout)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print what a model needs on each GPU product, and where it would go on a cluster."""
+    from deepseek_operator import plan_cli  # noqa: PLC0415
+
+    nodes = None
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+        from deepseek_operator.kube.inventory import gather_inventory  # noqa: PLC0415
+
+        nodes = gather_inventory()
+    req = plan_cli.PlanRequest(
+        model=args.model,
+        precision=args.precision,
+        products=tuple(args.gpu or ()),
+        max_input_tokens=args.max_input_tokens,
+        max_output_tokens=args.max_output_tokens,
+        max_batch_size=args.max_batch_size,
+        parameters=args.parameters,
+    )
+    report = plan_cli.plan_report(req, nodes)
+    print(plan_cli.to_json(report) if args.output == "json" else plan_cli.render_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``run`` and ``sim up|down|status``."""
     parser = argparse.ArgumentParser(
@@ -147,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", "-v", action="store_true", help="log more")
     run.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", help="what a model needs per GPU product, and where it goes on a cluster")
+    plan.add_argument(
+        "model", help="a catalog id such as deepseek-ai/DeepSeek-R1 (or any id with --parameters)"
+    )
+    plan.add_argument(
+        "--precision", default="auto", choices=["auto", "bf16", "fp16", "fp8", "int8", "int4-awq"]
+    )
+    plan.add_argument("--gpu", action="append", help="GPU product (GFD name) to consider; repeatable")
+    plan.add_argument("--kubeconfig", help="plan against this cluster's GPUs and free capacity")
+    plan.add_argument("--max-input-tokens", type=int, default=4096)
+    plan.add_argument("--max-output-tokens", type=int, default=1024)
+    plan.add_argument("--max-batch-size", type=int, default=0, help="0: derive from memory")
+    plan.add_argument("--parameters", help="parameter count of a model outside the catalog, e.g. 7.6B")
+    plan.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    plan.set_defaults(func=cmd_plan)
 
     demo = sub.add_parser("demo", help="the operator serving the sample models on a simulated cluster")
     demo.add_argument("--gpus", default="h100:2x8,a100-80gb:1x4,h200:1x8", help="GPU node pools (see sim up)")

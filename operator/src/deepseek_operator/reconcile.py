@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepseek_operator import catalog
 from deepseek_operator import status as st
 from deepseek_operator.api import names
 from deepseek_operator.api.spec import DeploymentSpec, parse_spec
 from deepseek_operator.builders import model_repository as repo
-from deepseek_operator.builders import serving
+from deepseek_operator.builders import multinode, serving
 from deepseek_operator.errors import SpecError
 from deepseek_operator.kube import client as kube
-from deepseek_operator.planning.plan import Plan, plan_deployment
+from deepseek_operator.kube.inventory import gather_inventory
+from deepseek_operator.planning.placement import Refusal, catalog_nodes, plan_placement
+from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import NodeInfo
 
 
 @dataclass
@@ -38,25 +42,40 @@ class Desired:
     objects: list[dict[str, Any]]
 
 
-def desired_state(body: dict[str, Any]) -> Desired:
-    """Parse the body and build every child object (pure; raises :class:`SpecError`)."""
+def plan_for(body: dict[str, Any], spec: DeploymentSpec, nodes: list[NodeInfo] | None) -> Plan | Refusal:
+    """Place ``spec`` on ``nodes`` (None: an idealised empty cluster of every catalog GPU)."""
+    arch = catalog.arch_from_spec(spec.model)
+    previous = ((body.get("status") or {}).get("placement") or {}).get("gpuProduct") or None
+    return plan_placement(spec, arch, catalog_nodes() if nodes is None else nodes, previous)
+
+
+def desired_state(body: dict[str, Any], nodes: list[NodeInfo] | None = None) -> Desired | Refusal:
+    """Parse the body, place it, and build every child object (pure given ``nodes``; raises SpecError)."""
     spec = parse_spec(body.get("spec"))
-    plan = plan_deployment(spec)
+    plan = plan_for(body, spec, nodes)
+    if isinstance(plan, Refusal):
+        return plan
     lay = serving.layout(spec, plan)  # raises SpecError when the spec cannot be laid out
     paths = repo.RepositoryPaths(
         engine_dir=lay.engine_dir, tokenizer_dir=lay.checkpoint_dir, model_dir=lay.checkpoint_dir
     )
-    files = repo.build_model_repository(spec, plan, paths)
-    objects = [serving.build_model_repository_configmap(body, files)]
-    if plan.runtime == "tensorrt-llm":
-        objects.append(serving.build_engine_job(body, spec, plan))
     replicas = None if spec.autoscaling else spec.replicas
-    objects.append(
-        serving.build_deployment(body, spec, plan, repo.repository_sources(plan.runtime), replicas)
-    )
-    objects.append(serving.build_service(body, spec))
+    objects: list[dict[str, Any]] = []
+    if plan.nodes_per_replica > 1:
+        objects.append(multinode.build_leader_worker_set(body, spec, plan, replicas))
+    else:
+        objects.append(
+            serving.build_model_repository_configmap(body, repo.build_model_repository(spec, plan, paths))
+        )
+        if plan.runtime == "tensorrt-llm":
+            objects.append(serving.build_engine_job(body, spec, plan))
+        objects.append(
+            serving.build_deployment(body, spec, plan, repo.repository_sources(plan.runtime), replicas)
+        )
+    multi = plan.nodes_per_replica > 1
+    objects.append(serving.build_service(body, spec, leader_only=multi))
     objects.append(serving.build_pdb(body))
-    if hpa := serving.build_hpa(body, spec):
+    if hpa := serving.build_hpa(body, spec, workload_kind=multinode.LWS_KIND if multi else "Deployment"):
         objects.append(hpa)
     return Desired(spec, plan, serving.revision_hash(spec, plan), objects)
 
@@ -86,39 +105,44 @@ def _placement(plan: Plan) -> dict[str, Any]:
     }
 
 
-def observe(body: dict[str, Any], desired: Desired) -> st.Observed:
-    """Read the children's status from the cluster."""
+def observe(body: dict[str, Any], runtime: str, revision: str, multinode_replica: bool) -> st.Observed:
+    """Read the children's status from the cluster: the serving workload and the engine build Job."""
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    dep = kube.get("apps/v1", "Deployment", ns, names.serving_name(name))
-    engine_needed = desired.plan.runtime == "tensorrt-llm"
+    engine_needed = runtime == "tensorrt-llm" and not multinode_replica
     engine_ok, engine_failed = False, None
     if engine_needed:
-        job_obj = next(o for o in desired.objects if o["kind"] == "Job")
-        job = kube.get("batch/v1", "Job", ns, job_obj["metadata"]["name"])
-        for cond in ((job or {}).get("status") or {}).get("conditions", []):
-            if cond.get("type") == "Complete" and cond.get("status") == "True":
-                engine_ok = True
-            if cond.get("type") == "Failed" and cond.get("status") == "True":
-                engine_failed = (
-                    f"engine build Job {job_obj['metadata']['name']} failed: {cond.get('message', '')}"
-                )
-    if dep is None:
+        selector = f"{names.DEPLOYMENT_LABEL}={name},{names.REVISION_LABEL}={revision}"
+        for job in kube.list_owned("batch/v1", "Job", ns, selector):
+            for cond in (job.get("status") or {}).get("conditions", []):
+                if cond.get("type") == "Complete" and cond.get("status") == "True":
+                    engine_ok = True
+                if cond.get("type") == "Failed" and cond.get("status") == "True":
+                    engine_failed = (
+                        f"engine build Job {job['metadata']['name']} failed: {cond.get('message', '')}"
+                    )
+    if multinode_replica:
+        workload = kube.get(multinode.LWS_API_VERSION, multinode.LWS_KIND, ns, names.serving_name(name))
+    else:
+        workload = kube.get("apps/v1", "Deployment", ns, names.serving_name(name))
+    if workload is None:
         return st.Observed(
             engine_needed=engine_needed, engine_succeeded=engine_ok, engine_failed=engine_failed
         )
-    dstatus = dep.get("status") or {}
+    wstatus = workload.get("status") or {}
     failed = None
-    for cond in dstatus.get("conditions", []):
+    for cond in wstatus.get("conditions", []):
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             failed = cond.get("message", "the serving Deployment exceeded its progress deadline")
     return st.Observed(
         deployment_found=True,
-        desired_replicas=int((dep.get("spec") or {}).get("replicas", 1)),
-        replicas=int(dstatus.get("replicas", 0)),
-        ready_replicas=int(dstatus.get("readyReplicas", 0)),
-        updated_replicas=int(dstatus.get("updatedReplicas", 0)),
-        deployment_generation_observed=dstatus.get("observedGeneration", 0)
-        >= dep["metadata"].get("generation", 0),
+        desired_replicas=int((workload.get("spec") or {}).get("replicas", 1)),
+        replicas=int(wstatus.get("replicas", 0)),
+        ready_replicas=int(wstatus.get("readyReplicas", 0)),
+        updated_replicas=int(wstatus.get("updatedReplicas", 0)),
+        deployment_generation_observed=wstatus.get("observedGeneration", 0)
+        >= workload["metadata"].get("generation", 0)
+        if not multinode_replica
+        else True,
         deployment_failed=failed,
         engine_needed=engine_needed,
         engine_succeeded=engine_ok,
@@ -163,19 +187,53 @@ def invalid_spec_status(body: dict[str, Any], error: SpecError, now: str) -> dic
     }
 
 
-def reconcile(body: dict[str, Any], now: str) -> Outcome:
-    """Apply the desired children of ``body`` and compute its status."""
+def not_placed_status(body: dict[str, Any], refusal: Refusal, now: str) -> dict[str, Any]:
+    """Status for a spec that cannot be placed: the numbers in Placed; what serves keeps serving."""
     current = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    serving_now = int(current.get("readyReplicas") or 0) > 0
+    conds = [st.Condition("Placed", "False", refusal.reason, refusal.message)]
+    if not serving_now:
+        conds.append(st.Condition("Ready", "False", "NotPlaced", refusal.message))
+    return {
+        "observedGeneration": generation,
+        "phase": "Degraded" if serving_now else "Pending",
+        "conditions": st.merge_conditions(current.get("conditions") or [], conds, generation, now),
+    }
+
+
+def _is_multinode(body: dict[str, Any]) -> bool:
+    return int(((body.get("status") or {}).get("placement") or {}).get("nodesPerReplica") or 1) > 1
+
+
+def reconcile(body: dict[str, Any], now: str) -> Outcome:
+    """Place ``body``, apply its children and compute its status."""
+    current = body.get("status") or {}
+    meta = body["metadata"]
     try:
-        desired = desired_state(body)
+        nodes = gather_inventory(exclude_owner=(meta["namespace"], meta["name"]))
+        desired = desired_state(body, nodes)
     except SpecError as e:
         out = Outcome(status=st.status_patch(current, invalid_spec_status(body, e, now)))
         if out.status:
             out.events.append(("Warning", "InvalidSpec", str(e)))
         return out
+    if isinstance(desired, Refusal):
+        out = Outcome(status=st.status_patch(current, not_placed_status(body, desired, now)))
+        if out.status:
+            out.events.append(("Warning", "NotPlaced", desired.message))
+        return out
     for obj in desired.objects:
         kube.apply(obj)
-    wanted = compute_status(body, desired, observe(body, desired), now)
+    multi = desired.plan.nodes_per_replica > 1
+    if not multi and _is_multinode(body):
+        kube.delete(
+            multinode.LWS_API_VERSION, multinode.LWS_KIND, meta["namespace"], names.serving_name(meta["name"])
+        )
+    elif multi and not _is_multinode(body) and current.get("placement"):
+        kube.delete("apps/v1", "Deployment", meta["namespace"], names.serving_name(meta["name"]))
+    observed = observe(body, desired.plan.runtime, desired.revision, multi)
+    wanted = compute_status(body, desired, observed, now)
     out = Outcome(status=st.status_patch(current, wanted))
     if (current.get("revisions") or {}).get("stable") != desired.revision:
         out.events.append(
@@ -189,15 +247,28 @@ def reconcile(body: dict[str, Any], now: str) -> Outcome:
 
 
 def refresh_status(body: dict[str, Any], now: str) -> Outcome:
-    """Recompute status from the children without writing them (the periodic check)."""
+    """The periodic check: follow the children into status; try placing again while Placed is False."""
     current = body.get("status") or {}
     if current.get("observedGeneration") != body["metadata"].get("generation"):
         return Outcome()  # a reconcile of the new generation is due; it writes the status
-    try:
-        desired = desired_state(body)
-    except SpecError:
+    conds = {c.get("type"): c for c in current.get("conditions") or []}
+    if (conds.get("Placed") or {}).get("status") == "False":
+        return reconcile(body, now)  # capacity may have been freed
+    placement = current.get("placement") or {}
+    revision = (current.get("revisions") or {}).get("stable")
+    if not placement or not revision:
         return Outcome()
-    wanted = compute_status(body, desired, observe(body, desired), now)
+    observed = observe(body, str(placement.get("runtime")), str(revision), _is_multinode(body))
+    phase, new_conds = st.compute_phase_and_conditions(
+        observed, str((conds.get("Placed") or {}).get("message", ""))
+    )
+    generation = body["metadata"].get("generation")
+    wanted = {
+        "phase": phase,
+        "conditions": st.merge_conditions(current.get("conditions") or [], new_conds, generation, now),
+        "replicas": observed.replicas,
+        "readyReplicas": observed.ready_replicas,
+    }
     out = Outcome(status=st.status_patch(current, wanted))
     if out.status.get("phase") and out.status["phase"] != current.get("phase"):
         out.events.append(

@@ -10,7 +10,7 @@ from deepseek_operator.api import constants as c
 
 REVISION_LABEL = f"{c.GROUP}/revision"
 DEPLOYMENT_LABEL = f"{c.GROUP}/deployment"
-SPEC_HASH_ANNOTATION = f"{c.GROUP}/input-hash"
+ENGINE_CACHE_KEY_ANNOTATION = f"{c.GROUP}/engine-cache-key"
 
 COMPONENT_SERVING = "serving"
 COMPONENT_ENGINE_BUILD = "engine-build"

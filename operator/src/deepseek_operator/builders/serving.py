@@ -113,21 +113,39 @@ def build_model_repository_configmap(owner: dict[str, Any], files: dict[str, str
     }
 
 
-def _gpu_affinity(plan: Plan) -> dict[str, Any] | None:
-    if plan.gpu_product is None:
+def gpu_affinity(plan: Plan) -> dict[str, Any] | None:
+    """Required node affinity on the GPU products the plan allows; preferred affinity in their order."""
+    products = list(plan.gpu_products or ((plan.gpu_product,) if plan.gpu_product else ()))
+    if not products:
         return None
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [plan.gpu_product]}
-                        ]
-                    }
-                ]
-            }
+    affinity: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": products}]}
+            ]
         }
+    }
+    if len(products) > 1:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {
+                # 100, 10, 1: the scheduler normalises each plugin's scores, so only steep steps keep
+                # the preference order from being outweighed by its resource-balancing scores.
+                "weight": max(1, 100 // 10**i),
+                "preference": {
+                    "matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [p]}]
+                },
+            }
+            for i, p in enumerate(products)
+        ]
+    return {"nodeAffinity": affinity}
+
+
+def gpu_resources(plan: Plan, gpus: int, memory_gib: int, cpu: int) -> dict[str, Any]:
+    """Requests and limits of a GPU container: GPUs, memory, CPU, and the fabric's extra resources."""
+    extra = dict(plan.extra_resources)
+    return {
+        "requests": {"cpu": str(cpu), "memory": f"{memory_gib}Gi", GPU_RESOURCE: str(gpus), **extra},
+        "limits": {"memory": f"{memory_gib}Gi", GPU_RESOURCE: str(gpus), **extra},
     }
 
 
@@ -145,7 +163,7 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _source_volumes(spec: DeploymentSpec, lay: Layout, read_only: bool) -> tuple[list[Any], list[Any]]:
+def source_volumes(spec: DeploymentSpec, lay: Layout, read_only: bool) -> tuple[list[Any], list[Any]]:
     """Volumes and mounts for the model source / engine cache (and credentials)."""
     volumes: list[Any] = []
     mounts: list[Any] = []
@@ -245,7 +263,7 @@ def build_deployment(
     lay = layout(spec, plan)
     revision = revision_hash(spec, plan)
     pod_labels = {**names.labels(name, names.COMPONENT_SERVING), names.REVISION_LABEL: revision}
-    volumes, mounts = _source_volumes(spec, lay, read_only=True)
+    volumes, mounts = source_volumes(spec, lay, read_only=True)
     config_name = names.model_repository_name(name)
     volumes += [
         {"name": "triton-config", "configMap": {"name": config_name}},
@@ -311,7 +329,6 @@ def build_deployment(
         else []
     )
     env += _credentials_env(spec)
-    gpus = str(plan.gpus_per_replica)
     mem_gib = 16 * plan.gpus_per_replica + shm_size_gib(plan)
     period = 10
     probe = {"httpGet": {"port": "http"}, "periodSeconds": period, "timeoutSeconds": 5}
@@ -325,10 +342,7 @@ def build_deployment(
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": env,
-        "resources": {
-            "requests": {"cpu": str(4 * plan.gpus_per_replica), "memory": f"{mem_gib}Gi", GPU_RESOURCE: gpus},
-            "limits": {"memory": f"{mem_gib}Gi", GPU_RESOURCE: gpus},
-        },
+        "resources": gpu_resources(plan, plan.gpus_per_replica, mem_gib, 4 * plan.gpus_per_replica),
         "startupProbe": {
             **probe,
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -375,7 +389,7 @@ def build_deployment(
             }
         ],
     }
-    if affinity := _gpu_affinity(plan):
+    if affinity := gpu_affinity(plan):
         pod_spec["affinity"] = affinity
     if spec.gpu.node_selector:
         pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
@@ -399,16 +413,23 @@ def build_deployment(
     }
 
 
-def build_service(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
-    """The Service in front of the serving pods: http 8000, grpc 8001, metrics 8002."""
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+
+
+def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool = False) -> dict[str, Any]:
+    """The Service in front of the serving pods: http 8000, grpc 8001, metrics 8002 (multi-node
+    replicas: only their leaders serve)."""
     name = owner["metadata"]["name"]
+    selector = names.selector(name, names.COMPONENT_SERVING)
+    if leader_only:
+        selector[LWS_WORKER_INDEX_LABEL] = "0"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
         "spec": {
             "type": spec.service_type,
-            "selector": names.selector(name, names.COMPONENT_SERVING),
+            "selector": selector,
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
                 {
@@ -471,6 +492,9 @@ def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
             f'python3 "$TRTLLM_EXAMPLES/models/core/{family}/convert_checkpoint.py" --model_dir {ckpt} '
             f"--dtype {_DTYPE[plan.precision]} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
         )
+        if tp > 1:
+            # The memory estimate splits the embedding over the TP ranks, as this option does.
+            convert += " --use_parallel_embedding"
     max_in, max_out = spec.engine.max_input_tokens, spec.engine.max_output_tokens
     build = (
         f"trtllm-build --checkpoint_dir {work}/ckpt --output_dir {work}/engine --gemm_plugin auto "
@@ -495,7 +519,7 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
     name = owner["metadata"]["name"]
     lay = layout(spec, plan)
     key = engine_cache_key(spec, plan)
-    volumes, mounts = _source_volumes(spec, lay, read_only=False)
+    volumes, mounts = source_volumes(spec, lay, read_only=False)
     init: list[dict[str, Any]] = []
     if spec.model.source.uri:
         init.append(
@@ -539,21 +563,19 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
         ],
         "volumes": volumes,
     }
-    if affinity := _gpu_affinity(plan):
+    if affinity := gpu_affinity(plan):
         pod_spec["affinity"] = affinity  # an engine is tied to the GPU it is built on
     if spec.gpu.node_selector:
         pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
-    job_labels = {
-        **names.labels(name, names.COMPONENT_ENGINE_BUILD),
-        f"{names.REVISION_LABEL}-engine": key[:10],
-    }
+    job_labels = names.labels(name, names.COMPONENT_ENGINE_BUILD)
+    meta = names.child_metadata(owner, names.engine_job_name(name, key), names.COMPONENT_ENGINE_BUILD)
+    # The revision label lets the status check find the build of the revision being served.
+    meta["labels"][names.REVISION_LABEL] = revision_hash(spec, plan)
+    meta["annotations"] = {names.ENGINE_CACHE_KEY_ANNOTATION: key}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            **names.child_metadata(owner, names.engine_job_name(name, key), names.COMPONENT_ENGINE_BUILD),
-            "annotations": {f"{names.REVISION_LABEL.rsplit('/', 1)[0]}/engine-cache-key": key},
-        },
+        "metadata": meta,
         "spec": {
             "backoffLimit": 2,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
@@ -564,7 +586,9 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
 GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"  # dcgm-exporter's GPU utilization (percent), via prometheus-adapter
 
 
-def build_hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any] | None:
+def build_hpa(
+    owner: dict[str, Any], spec: DeploymentSpec, workload_kind: str = "Deployment"
+) -> dict[str, Any] | None:
     """An HPA on average GPU utilization of the serving pods, when ``spec.autoscaling`` is set."""
     auto = spec.autoscaling
     if auto is None:
@@ -576,8 +600,8 @@ def build_hpa(owner: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any] | N
         "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
         "spec": {
             "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
+                "apiVersion": "apps/v1" if workload_kind == "Deployment" else "leaderworkerset.x-k8s.io/v1",
+                "kind": workload_kind,
                 "name": names.serving_name(name),
             },
             "minReplicas": auto.min_replicas,

@@ -128,8 +128,12 @@ def apply_crds(api: Any, folder: Path | None = None, timeout: float = 30.0) -> l
 
 @pytest.fixture(scope="session")
 def crds(kube_api: Any) -> list[str]:
-    """The project's CRDs, applied once per session."""
-    return apply_crds(kube_api)
+    """The project's CRDs, plus the LeaderWorkerSet API (multi-node replicas), applied once per session."""
+    names = apply_crds(kube_api)
+    fixtures = repo_root() / "tests" / "fixtures"
+    if fixtures.is_dir():
+        names += apply_crds(kube_api, fixtures)
+    return names
 
 
 @pytest.fixture

@@ -1,0 +1,196 @@
+"""GPU-aware placement on the simulated cluster (pools h100:2x8, a100-80gb:1x4, h200:1x8):
+the scheduler puts pods where the plan says, a spec without capacity is refused with numbers
+and creates nothing, and R1 on H100 becomes a LeaderWorkerSet across two nodes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from kubernetes import client
+
+from deepseek_operator.api import names
+from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.kube import client as kube
+from deepseek_operator.sim.testing import wait_for
+
+
+def _apply(api: Any, namespace: str, doc: dict[str, Any]) -> None:
+    doc = copy.deepcopy(doc)
+    doc["metadata"]["namespace"] = namespace
+    path = kube.resource_path(doc["apiVersion"], doc["kind"], namespace, doc["metadata"]["name"])
+    kube.request(
+        api,
+        "PATCH",
+        path,
+        query=[("fieldManager", "user"), ("force", "true")],
+        body=doc,
+        content_type="application/apply-patch+yaml",
+    )
+
+
+def _dsd(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": spec}
+
+
+def _status(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return dict(obj.get("status") or {})
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def _blocker(namespace: str, gpus: int, product: str) -> dict[str, Any]:
+    """A pod that holds ``gpus`` GPUs of ``product`` (another team's workload)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "other-team"},
+        "spec": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"nvidia.com/gpu.product": product},
+            "containers": [
+                {"name": "main", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+            ],
+        },
+    }
+
+
+def test_spec_without_free_capacity_is_refused_with_numbers_and_creates_nothing(
+    kube_api: Any, namespace: str, operator: Any
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(namespace, _blocker(namespace, 8, "NVIDIA-H200"))
+    wait_for(
+        lambda: core.read_namespaced_pod("other-team", namespace).status.phase == "Running",
+        what="the blocking pod to run",
+    )
+    spec = {
+        "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "source": {"uri": "hf://deepseek-ai/x"}},
+        "engine": {"runtime": "pytorch"},
+        "gpu": {"products": ["NVIDIA-H200"]},
+    }
+    _apply(kube_api, namespace, _dsd("needs-h200", spec))
+
+    status = wait_for(
+        lambda: (s := _status(kube_api, namespace, "needs-h200")).get("phase") == "Pending" and s,
+        what="phase Pending",
+    )
+    placed = _condition(status, "Placed")
+    assert placed["status"] == "False" and placed["reason"] == "NoCapacity"
+    assert "gpu-h200-0 0/8 free" in placed["message"], placed["message"]
+    assert "NVIDIA-H200" in placed["message"] and "GiB per GPU" in placed["message"]
+    time.sleep(3)
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items == []
+    assert [p.metadata.name for p in core.list_namespaced_pod(namespace).items] == ["other-team"]
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=needs-h200").items
+    assert any(e.type == "Warning" and e.reason == "NotPlaced" for e in events)
+
+    # Capacity comes back: the periodic check places it without any change to the spec.
+    core.delete_namespaced_pod("other-team", namespace, grace_period_seconds=0)
+    status = wait_for(
+        lambda: (s := _status(kube_api, namespace, "needs-h200")).get("phase") == "Ready" and s,
+        timeout=60,
+        what="placed once the GPUs are free",
+    )
+    assert _condition(status, "Placed")["status"] == "True"
+    assert status["placement"]["gpuProduct"] == "NVIDIA-H200"
+
+
+def test_model_too_large_for_every_allowed_gpu_says_so(kube_api: Any, namespace: str, operator: Any) -> None:
+    spec = {
+        "model": {"id": "deepseek-ai/DeepSeek-R1", "source": {"uri": "hf://deepseek-ai/DeepSeek-R1"}},
+        "engine": {"precision": "fp8"},
+        "gpu": {"products": ["NVIDIA-A100-SXM4-80GB"]},
+    }
+    _apply(kube_api, namespace, _dsd("r1-on-a100", spec))
+    status = wait_for(
+        lambda: (s := _status(kube_api, namespace, "r1-on-a100")).get("phase") == "Pending" and s,
+        what="phase Pending",
+    )
+    placed = _condition(status, "Placed")
+    assert placed["status"] == "False"
+    assert "spec.engine.precision" in placed["message"] or "does not fit" in placed["message"], placed[
+        "message"
+    ]
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items == []
+
+
+def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
+    kube_api: Any, namespace: str, operator: Any
+) -> None:
+    spec = {
+        "model": {"id": "deepseek-ai/DeepSeek-R1", "source": {"uri": "hf://deepseek-ai/DeepSeek-R1"}},
+        "engine": {"precision": "fp8"},
+        "gpu": {"products": ["NVIDIA-H100-80GB-HBM3"]},
+    }
+    _apply(kube_api, namespace, _dsd("r1-h100", spec))
+    status = wait_for(
+        lambda: (s := _status(kube_api, namespace, "r1-h100")).get("placement") and s, what="a placement"
+    )
+    p = status["placement"]
+    assert (p["gpusPerReplica"], p["tensorParallel"], p["pipelineParallel"], p["nodesPerReplica"]) == (
+        16,
+        8,
+        2,
+        2,
+    )
+    lws = kube.request(
+        kube_api, "GET", f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{namespace}/leaderworkersets/r1-h100"
+    )
+    template = lws["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2
+    for role in ("leaderTemplate", "workerTemplate"):
+        (container,) = template[role]["spec"]["containers"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        terms = template[role]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["NVIDIA-H100-80GB-HBM3"]
+    assert "mpirun" in template["leaderTemplate"]["spec"]["containers"][0]["command"][2]
+    assert lws["metadata"]["ownerReferences"][0]["name"] == "r1-h100"
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items == []
+    svc = client.CoreV1Api(kube_api).read_namespaced_service("r1-h100", namespace)
+    assert svc.spec.selector["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    assert status["placement"]["fabric"] in ("infiniband", "roce", "ethernet", "efa")
+    assert names.serving_name("r1-h100") == lws["metadata"]["name"]
+
+
+def test_plan_cli_against_the_live_cluster(sim_cluster: Any, namespace: str, kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(namespace, _blocker(namespace, 8, "NVIDIA-H200"))
+    wait_for(
+        lambda: core.read_namespaced_pod("other-team", namespace).status.phase == "Running",
+        what="the blocking pod to run",
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepseek_operator",
+            "plan",
+            "deepseek-ai/DeepSeek-R1",
+            "--kubeconfig",
+            str(sim_cluster.kubeconfig),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    rows = {r["gpu"]: r for r in report["options"]}
+    assert set(rows) == {"NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "NVIDIA-H200"}
+    assert rows["NVIDIA-H200"]["freeGpus"] == {"gpu-h200-0": 0}
+    placement = report["placement"]
+    # The H200 node is full, so R1 goes across the two H100 nodes.
+    assert placement["placed"] is True
+    assert (placement["gpuProduct"], placement["nodesPerReplica"]) == ("NVIDIA-H100-80GB-HBM3", 2)
