@@ -4,7 +4,6 @@ and creates nothing, and R1 on H100 becomes a LeaderWorkerSet across two nodes."
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -20,17 +19,8 @@ from deepseek_operator.sim.testing import wait_for
 
 
 def _apply(api: Any, namespace: str, doc: dict[str, Any]) -> None:
-    doc = copy.deepcopy(doc)
-    doc["metadata"]["namespace"] = namespace
-    path = kube.resource_path(doc["apiVersion"], doc["kind"], namespace, doc["metadata"]["name"])
-    kube.request(
-        api,
-        "PATCH",
-        path,
-        query=[("fieldManager", "user"), ("force", "true")],
-        body=doc,
-        content_type="application/apply-patch+yaml",
-    )
+    """Server-side apply as a user would (`kubectl apply --server-side`), under the user's field manager."""
+    kube.server_side_apply(api, doc, "user", namespace)
 
 
 def _dsd(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -45,17 +45,7 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 def _apply(api: Any, namespace: str, doc: dict[str, Any]) -> None:
     """Server-side apply as a user would (`kubectl apply --server-side`), under the user's field manager."""
-    doc = copy.deepcopy(doc)
-    doc["metadata"]["namespace"] = namespace
-    path = kube.resource_path(doc["apiVersion"], doc["kind"], namespace, doc["metadata"]["name"])
-    kube.request(
-        api,
-        "PATCH",
-        path,
-        query=[("fieldManager", "user"), ("force", "true")],
-        body=doc,
-        content_type="application/apply-patch+yaml",
-    )
+    kube.server_side_apply(api, doc, "user", namespace)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ refused at admission, and stops everything (unless ``--keep``).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -36,21 +35,8 @@ def _say(message: str = "") -> None:
 
 def _apply_docs(api: Any, path: Path, namespace: str | None) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for original in docs:
-        doc = copy.deepcopy(original)
-        if doc["kind"] == "CustomResourceDefinition":
-            url = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}"
-        else:
-            doc["metadata"]["namespace"] = namespace
-            url = kube.resource_path(doc["apiVersion"], doc["kind"], str(namespace), doc["metadata"]["name"])
-        kube.request(
-            api,
-            "PATCH",
-            url,
-            query=[("fieldManager", "demo-user"), ("force", "true")],
-            body=doc,
-            content_type="application/apply-patch+yaml",
-        )
+    for doc in docs:
+        kube.server_side_apply(api, doc, "demo-user", namespace)
     return docs
 
 

@@ -153,6 +153,15 @@ def _tolerations(spec: DeploymentSpec) -> list[Any]:
     return [GPU_TOLERATION, *spec.gpu.tolerations]
 
 
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRITON_USER,
+        "fsGroup": TRITON_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def _container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -367,12 +376,7 @@ def build_deployment(
         "securityContext": security,
     }
     pod_spec: dict[str, Any] = {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRITON_USER,
-            "fsGroup": TRITON_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _pod_security(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
@@ -535,12 +539,7 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
     gpus = str(plan.world_size)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRITON_USER,
-            "fsGroup": TRITON_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _pod_security(),
         "automountServiceAccountToken": False,
         "tolerations": _tolerations(spec),
         "initContainers": init,

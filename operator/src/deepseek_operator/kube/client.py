@@ -6,6 +6,7 @@ mapped onto the operator's exception tree here and nowhere else.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -135,6 +136,29 @@ def apply(obj: dict[str, Any]) -> dict[str, Any]:
     )
     assert isinstance(result, dict)
     return result
+
+
+def server_side_apply(api: Any, doc: dict[str, Any], field_manager: str, namespace: str | None = None) -> Any:
+    """Server-side apply ``doc`` with ``api`` under ``field_manager`` (as ``kubectl apply --server-side``
+    does), into ``namespace`` when it is namespaced; CustomResourceDefinitions are cluster-scoped."""
+    doc = copy.deepcopy(doc)
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "CustomResourceDefinition":
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    else:
+        ns = namespace or doc["metadata"].get("namespace")
+        if not ns:
+            raise OperatorError(f"{doc['kind']} {name}: give a namespace")
+        doc["metadata"]["namespace"] = ns
+        path = resource_path(doc["apiVersion"], doc["kind"], ns, name)
+    return request(
+        api,
+        "PATCH",
+        path,
+        query=[("fieldManager", field_manager), ("force", "true")],
+        body=doc,
+        content_type="application/apply-patch+yaml",
+    )
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
