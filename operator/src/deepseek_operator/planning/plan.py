@@ -6,14 +6,10 @@ estimate and the GPU inventory.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import SpecError
-
-# MoE + MLA models: only TensorRT-LLM's PyTorch (LLM API) path serves them.
-_MOE_RE = re.compile(r"DeepSeek-(V2|V3|R1(?!-Distill)|Coder-V2)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,10 +43,11 @@ def choose_runtime(spec: DeploymentSpec) -> str:
     and for checkpoints fetched from a uri, the engine path for dense models on a volume."""
     if spec.engine.runtime != "auto":
         return spec.engine.runtime
-    moe = _MOE_RE.search(spec.model.id) or (
-        spec.model.architecture and spec.model.architecture.family == "moe"
-    )
-    return "pytorch" if moe or spec.model.source.uri else "tensorrt-llm"
+    from deepseek_operator import catalog  # noqa: PLC0415 - catalog imports the planning package
+
+    arch = catalog.lookup(spec.model.id)
+    family = arch.family if arch else (spec.model.architecture.family if spec.model.architecture else "dense")
+    return "pytorch" if family == "moe" or spec.model.source.uri else "tensorrt-llm"
 
 
 def plan_deployment(spec: DeploymentSpec) -> Plan:
