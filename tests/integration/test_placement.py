@@ -149,7 +149,7 @@ def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
     svc = client.CoreV1Api(kube_api).read_namespaced_service("r1-h100", namespace)
     assert svc.spec.selector["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     assert status["placement"]["fabric"] in ("infiniband", "roce", "ethernet", "efa")
-    assert names.serving_name("r1-h100") == lws["metadata"]["name"]
+    assert names.workload_name("r1-h100", status["revisions"]["stable"]) == lws["metadata"]["name"]
 
 
 def test_plan_cli_against_the_live_cluster(sim_cluster: Any, namespace: str, kube_api: Any) -> None:

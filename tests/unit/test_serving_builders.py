@@ -220,15 +220,24 @@ def test_service_and_pdb() -> None:
     assert [p["port"] for p in svc["spec"]["ports"]] == [8000, 8001, 8002]
     pdb = serving.build_pdb(OWNER)
     assert pdb["spec"]["maxUnavailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    # The PDB covers every serving pod; the Service only those labelled for traffic (never a standby).
+    assert {**pdb["spec"]["selector"]["matchLabels"], names.TRAFFIC_LABEL: names.TRAFFIC_ON} == svc["spec"][
+        "selector"
+    ]
 
 
 def test_hpa_only_with_autoscaling_and_then_replicas_are_left_to_it() -> None:
-    assert serving.build_hpa(OWNER, parse_spec(BASE)) is None
+    assert serving.build_hpa(OWNER, parse_spec(BASE), "r1-qwen-7b-abc") is None
     raw = _with("autoscaling", {"minReplicas": 2, "maxReplicas": 6, "targetGPUUtilization": 65})
-    hpa = serving.build_hpa(OWNER, parse_spec(raw))
+    hpa = serving.build_hpa(OWNER, parse_spec(raw), "r1-qwen-7b-abc")
     assert hpa is not None
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "r1-qwen-7b-abc"
+    # A canary that took a stable replica's GPUs lowers the ceiling while it runs, never below min.
+    lent = serving.build_hpa(OWNER, parse_spec(raw), "r1-qwen-7b-abc", lent_replicas=1)
+    assert lent is not None and lent["spec"]["maxReplicas"] == 5
+    floor = serving.build_hpa(OWNER, parse_spec(raw), "r1-qwen-7b-abc", lent_replicas=10)
+    assert floor is not None and floor["spec"]["maxReplicas"] == 2
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "65"
     spec = parse_spec(raw)
     dep = serving.build_deployment(OWNER, spec, plan_deployment(spec), "/stock", None)
@@ -240,6 +249,16 @@ def test_plan_is_frozen_and_hashable_into_the_revision() -> None:
     plan = plan_deployment(spec)
     other = dataclasses.replace(plan, max_batch_size=plan.max_batch_size + 1)
     assert serving.revision_hash(spec, plan) != serving.revision_hash(spec, other)
+
+
+def test_revision_ignores_plan_figures_that_do_not_shape_the_pods() -> None:
+    # An operator upgrade that refines an estimate must not roll every deployment.
+    spec = parse_spec(BASE)
+    plan = plan_deployment(spec)
+    other = dataclasses.replace(
+        plan, weights_gib=plan.weights_gib + 1, estimated_gpu_memory_gib=plan.estimated_gpu_memory_gib + 3
+    )
+    assert serving.revision_hash(spec, plan) == serving.revision_hash(spec, other)
 
 
 def test_engine_job_carries_the_revision_it_builds_for() -> None:
@@ -254,7 +273,7 @@ def test_engine_job_carries_the_revision_it_builds_for() -> None:
 
 def test_hpa_targets_the_leader_worker_set_of_multi_node_replicas() -> None:
     spec = parse_spec(_with("autoscaling", {"minReplicas": 1, "maxReplicas": 2}))
-    hpa = serving.build_hpa(OWNER, spec, workload_kind="LeaderWorkerSet")
+    hpa = serving.build_hpa(OWNER, spec, "r1-qwen-7b", workload_kind="LeaderWorkerSet")
     assert hpa is not None
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "leaderworkerset.x-k8s.io/v1",

@@ -22,11 +22,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator in this process until interrupted."""
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.endpoints:
+        from deepseek_operator.rollout.analysis import ENDPOINTS_ENV  # noqa: PLC0415
+
+        os.environ[ENDPOINTS_ENV] = os.path.abspath(args.endpoints)
     import kopf  # noqa: PLC0415 - keep `sim` and `--help` fast
 
     import deepseek_operator.handlers  # noqa: F401, PLC0415 - registers the handlers
 
     kopf.configure(verbose=args.verbose)
+    if args.metrics_port:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,
@@ -170,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG or in-cluster)")
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", "-v", action="store_true", help="log more")
+    run.add_argument(
+        "--metrics-port", type=int, default=0, help="serve the operator's Prometheus metrics on this port"
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port (default all)")
+    run.add_argument(
+        "--endpoints",
+        help="YAML file mapping namespace/name/revision to Triton addresses, for an operator outside the "
+        "cluster (sets $DEEPSEEK_OPERATOR_ENDPOINTS; see docs/rollout.md)",
+    )
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="what a model needs per GPU product, and where it goes on a cluster")

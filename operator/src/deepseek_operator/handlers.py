@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -14,8 +16,10 @@ import kopf
 from deepseek_operator import reconcile as reconciler
 from deepseek_operator.api.constants import GROUP, KOPF_PREFIX, PLURAL, VERSION
 from deepseek_operator.errors import OperatorError, TransientError
+from deepseek_operator.kube import client as kube
 
-STATUS_INTERVAL_SECONDS = 5.0
+STATUS_INTERVAL_SECONDS = 5.0  # how often the children are followed into status
+TICK_SECONDS = 1.0  # how often an analysis may start (its own interval is at least 1 s)
 
 
 def _now() -> str:
@@ -57,52 +61,79 @@ def _post(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
             kopf.info(body, reason=reason, message=message)
 
 
-def _reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+def _plain(value: Any) -> Any:
+    """kopf's body views as plain dicts and lists (they are written back to the API as JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _write(outcome: reconciler.Outcome) -> None:
+    if outcome.status:
+        kube.patch_status(outcome.body, outcome.status)
+
+
+def _reconcile(body: kopf.Body, logger: kopf.Logger) -> None:
     try:
-        outcome = reconciler.reconcile(dict(body), _now())
+        outcome = reconciler.reconcile(_plain(body), _now())
+        _write(outcome)
     except TransientError as e:
-        raise kopf.TemporaryError(str(e), delay=10) from e
+        raise kopf.TemporaryError(str(e), delay=2) from e
     except OperatorError as e:
         # Not the user's spec and not passing: say so, and retry slowly rather than crash-loop.
         kopf.warn(body, reason="ReconcileError", message=str(e))
         raise kopf.TemporaryError(str(e), delay=60) from e
     if outcome.status:
-        patch.status.update(outcome.status)
         logger.info("status: %s", ", ".join(sorted(outcome.status)))
     _post(body, outcome.events)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def on_create(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def on_create(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """A new DeepSeekDeployment."""
-    _reconcile(body, patch, logger)
+    _reconcile(body, logger)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_update(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def on_update(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """A changed spec."""
-    _reconcile(body, patch, logger)
+    _reconcile(body, logger)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-def on_resume(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """A DeepSeekDeployment that existed when the operator started."""
-    _reconcile(body, patch, logger)
+    _reconcile(body, logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=STATUS_INTERVAL_SECONDS, initial_delay=2.0)
-def refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Follow the children (replicas ready, engine built) into status; writes only on change."""
+_last_observed: dict[str, float] = {}
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=2.0)
+def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Analysis when its interval is due (with the promotion or rollback it leads to), and every
+    few seconds the children followed into status; writes only on change."""
+    uid = str(body.get("metadata", {}).get("uid"))
+    now = time.monotonic()
+    observe = now - _last_observed.get(uid, 0.0) >= STATUS_INTERVAL_SECONDS
     try:
-        outcome = reconciler.refresh_status(dict(body), _now())
-    except TransientError:
+        outcome = reconciler.tick(_plain(body), dt.datetime.now(dt.UTC), analysis_only=not observe)
+        _write(outcome)
+    except TransientError as e:
+        logger.debug("tick: %s", e)  # a newer version of the resource exists; the next tick uses it
         return
-    if outcome.status:
-        patch.status.update(outcome.status)
+    except OperatorError as e:
+        kopf.warn(body, reason="TickError", message=str(e))
+        return
+    if observe:
+        _last_observed[uid] = now
     _post(body, outcome.events)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def on_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Deletion: the garbage collector removes every owned child (owner references); nothing to block."""
+    _last_observed.pop(str(body.get("metadata", {}).get("uid")), None)
     logger.info("deleted; owned objects are removed by the garbage collector")

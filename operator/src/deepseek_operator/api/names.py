@@ -11,6 +11,13 @@ from deepseek_operator.api import constants as c
 REVISION_LABEL = f"{c.GROUP}/revision"
 DEPLOYMENT_LABEL = f"{c.GROUP}/deployment"
 ENGINE_CACHE_KEY_ANNOTATION = f"{c.GROUP}/engine-cache-key"
+# Set by the operator on the pods of the revisions that take traffic (stable and canary); the
+# Service selects it. Pods of a warm standby revision lack it, so moving traffic back to them is
+# a label change, not a pod start.
+TRAFFIC_LABEL = f"{c.GROUP}/traffic"
+TRAFFIC_ON = "serving"
+ROLE_ANNOTATION = f"{c.GROUP}/role"
+RETRY_ANNOTATION = f"{c.GROUP}/retry"
 
 COMPONENT_SERVING = "serving"
 COMPONENT_ENGINE_BUILD = "engine-build"
@@ -36,9 +43,19 @@ def serving_name(owner: str) -> str:
     return _dns_name(owner)
 
 
-def model_repository_name(owner: str) -> str:
-    """Name of the ConfigMap holding the Triton model repository."""
-    return _dns_name(owner, "triton-repo", limit=253)
+def workload_name(owner: str, revision: str) -> str:
+    """Name of the serving workload (Deployment or LeaderWorkerSet) of one revision."""
+    return _dns_name(owner, revision)
+
+
+def model_repository_name(owner: str, revision: str) -> str:
+    """Name of the ConfigMap holding one revision's Triton model repository."""
+    return _dns_name(owner, "triton-repo", revision, limit=253)
+
+
+def controller_revision_name(owner: str, revision: str) -> str:
+    """Name of the ControllerRevision that records one revision for restoring it later."""
+    return _dns_name(owner, revision, limit=253)
 
 
 def engine_job_name(owner: str, cache_key: str) -> str:
@@ -61,6 +78,11 @@ def labels(owner: str, component: str) -> dict[str, str]:
 def selector(owner: str, component: str) -> dict[str, str]:
     """The labels that select ``owner``'s pods of ``component`` (immutable once used)."""
     return {c.LABEL_INSTANCE: owner, c.LABEL_COMPONENT: component, DEPLOYMENT_LABEL: owner}
+
+
+def revision_selector(owner: str, revision: str) -> dict[str, str]:
+    """The labels that select the serving pods of one revision of ``owner``."""
+    return {**selector(owner, COMPONENT_SERVING), REVISION_LABEL: revision}
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,6 @@ def build_leader_worker_set(
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": LWS_KIND,
-        "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
+        "metadata": serving.revision_metadata(owner, names.workload_name(name, revision), revision),
         "spec": lws_spec,
     }

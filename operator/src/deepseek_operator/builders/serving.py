@@ -82,13 +82,46 @@ def engine_cache_key(spec: DeploymentSpec, plan: Plan) -> str:
     )
 
 
-def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
-    """The rollout revision: a hash of what changes the serving pods (model, engine, GPU, NCCL, plan).
+# Bump only when the pods built for an unchanged spec and plan change on purpose: every
+# deployment then rolls out once more.
+REVISION_SCHEMA = 1
 
-    Replicas, autoscaling, rollout thresholds and the Service type are not part of it.
+
+def plan_identity(plan: Plan) -> dict[str, Any]:
+    """The plan's decisions that shape the serving pods, named one by one.
+
+    A field added to :class:`Plan` later (a new estimate, a report-only figure) does not change
+    existing revisions, so an operator upgrade does not roll every deployment.
     """
+    return {
+        "runtime": plan.runtime,
+        "precision": plan.precision,
+        "gpuProduct": plan.gpu_product,
+        "gpuProducts": list(plan.gpu_products),
+        "gpusPerReplica": plan.gpus_per_replica,
+        "tensorParallel": plan.tensor_parallel,
+        "pipelineParallel": plan.pipeline_parallel,
+        "nodesPerReplica": plan.nodes_per_replica,
+        "maxBatchSize": plan.max_batch_size,
+        "fabric": plan.fabric,
+        "ncclEnv": [list(kv) for kv in plan.nccl_env],
+        "extraResources": [list(kv) for kv in plan.extra_resources],
+    }
+
+
+def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
+    """The rollout revision: a hash of what changes the serving pods (model, engine, GPU, NCCL and the
+    plan's pod-shaping decisions). Replicas, autoscaling, rollout thresholds and the Service type are
+    not part of it."""
     return names.stable_hash(
-        {"model": spec.model, "engine": spec.engine, "gpu": spec.gpu, "nccl": spec.nccl, "plan": plan}
+        {
+            "schema": REVISION_SCHEMA,
+            "model": spec.model,
+            "engine": spec.engine,
+            "gpu": spec.gpu,
+            "nccl": spec.nccl,
+            "plan": plan_identity(plan),
+        }
     )
 
 
@@ -102,13 +135,18 @@ def shm_size_gib(plan: Plan) -> int:
     return min(64, 2 + 4 * (plan.gpus_per_replica - 1)) if plan.gpus_per_replica > 1 else 2
 
 
-def build_model_repository_configmap(owner: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
-    """The ConfigMap holding the generated Triton config files (``a/b`` stored under key ``a__b``)."""
-    name = names.model_repository_name(owner["metadata"]["name"])
+def build_model_repository_configmap(
+    owner: dict[str, Any], files: dict[str, str], revision: str
+) -> dict[str, Any]:
+    """The ConfigMap holding one revision's generated Triton config files (``a/b`` stored under key
+    ``a__b``)."""
+    name = names.model_repository_name(owner["metadata"]["name"], revision)
+    meta = names.child_metadata(owner, name, names.COMPONENT_MODEL_REPOSITORY)
+    meta["labels"][names.REVISION_LABEL] = revision
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": names.child_metadata(owner, name, names.COMPONENT_MODEL_REPOSITORY),
+        "metadata": meta,
         "data": {path.replace("/", "__"): text for path, text in sorted(files.items())},
     }
 
@@ -265,15 +303,17 @@ def build_deployment(
 ) -> dict[str, Any]:
     """The serving Deployment: Triton for the plan's path and world size, probes, GPUs, NCCL settings.
 
+    One Deployment per revision (named after it), so that a canary runs beside the stable revision.
     ``repository_source`` is the folder in the image with the stock model folders; ``replicas``
-    None leaves the count to the HPA (the field is then not owned by the operator).
+    None leaves the field out (the operator sets counts through its scale field manager, and an
+    HPA may own them).
     """
     name = owner["metadata"]["name"]
     lay = layout(spec, plan)
     revision = revision_hash(spec, plan)
     pod_labels = {**names.labels(name, names.COMPONENT_SERVING), names.REVISION_LABEL: revision}
     volumes, mounts = source_volumes(spec, lay, read_only=True)
-    config_name = names.model_repository_name(name)
+    config_name = names.model_repository_name(name, revision)
     volumes += [
         {"name": "triton-config", "configMap": {"name": config_name}},
         {"name": "triton-repo", "emptyDir": {}},
@@ -398,7 +438,7 @@ def build_deployment(
     if spec.gpu.node_selector:
         pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
     deployment_spec: dict[str, Any] = {
-        "selector": {"matchLabels": names.selector(name, names.COMPONENT_SERVING)},
+        "selector": {"matchLabels": names.revision_selector(name, revision)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "progressDeadlineSeconds": startup_budget_seconds(plan) + 600,
         "revisionHistoryLimit": 5,
@@ -412,19 +452,26 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {**names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING)},
+        "metadata": revision_metadata(owner, names.workload_name(name, revision), revision),
         "spec": deployment_spec,
     }
+
+
+def revision_metadata(owner: dict[str, Any], name: str, revision: str) -> dict[str, Any]:
+    meta = names.child_metadata(owner, name, names.COMPONENT_SERVING)
+    meta["labels"][names.REVISION_LABEL] = revision
+    return meta
 
 
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 
 
 def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool = False) -> dict[str, Any]:
-    """The Service in front of the serving pods: http 8000, grpc 8001, metrics 8002 (multi-node
-    replicas: only their leaders serve)."""
+    """The Service in front of the serving pods that take traffic (those the operator labels: the
+    stable and canary revisions, never a warm standby): http 8000, grpc 8001, metrics 8002
+    (multi-node replicas: only their leaders serve)."""
     name = owner["metadata"]["name"]
-    selector = names.selector(name, names.COMPONENT_SERVING)
+    selector = {**names.selector(name, names.COMPONENT_SERVING), names.TRAFFIC_LABEL: names.TRAFFIC_ON}
     if leader_only:
         selector[LWS_WORKER_INDEX_LABEL] = "0"
     return {
@@ -586,13 +633,20 @@ GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"  # dcgm-exporter's GPU utilization (per
 
 
 def build_hpa(
-    owner: dict[str, Any], spec: DeploymentSpec, workload_kind: str = "Deployment"
+    owner: dict[str, Any],
+    spec: DeploymentSpec,
+    target: str,
+    workload_kind: str = "Deployment",
+    lent_replicas: int = 0,
 ) -> dict[str, Any] | None:
-    """An HPA on average GPU utilization of the serving pods, when ``spec.autoscaling`` is set."""
+    """An HPA on average GPU utilization of the stable revision's workload ``target``, when
+    ``spec.autoscaling`` is set. ``lent_replicas`` (a canary that took a stable replica's GPUs)
+    lowers the ceiling for as long as the canary runs, so that the HPA does not take them back."""
     auto = spec.autoscaling
     if auto is None:
         return None
     name = owner["metadata"]["name"]
+    ceiling = max(auto.min_replicas, auto.max_replicas - lent_replicas)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -601,10 +655,10 @@ def build_hpa(
             "scaleTargetRef": {
                 "apiVersion": "apps/v1" if workload_kind == "Deployment" else "leaderworkerset.x-k8s.io/v1",
                 "kind": workload_kind,
-                "name": names.serving_name(name),
+                "name": target,
             },
             "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
+            "maxReplicas": ceiling,
             "metrics": [
                 {
                     "type": "Pods",

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from deepseek_operator.api.constants import FIELD_MANAGER
+from deepseek_operator.api.constants import API_VERSION, FIELD_MANAGER, KIND
 from deepseek_operator.errors import OperatorError, SpecError, TransientError
 
 # (apiVersion, kind) -> plural resource name, for the kinds the operator writes or reads.
@@ -27,6 +27,7 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("serving.deepseek.ai/v1alpha1", "DeepSeekDeployment"): "deepseekdeployments",
     ("apps/v1", "Deployment"): "deployments",
     ("apps/v1", "ReplicaSet"): "replicasets",
+    ("apps/v1", "ControllerRevision"): "controllerrevisions",
     ("batch/v1", "Job"): "jobs",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
@@ -88,7 +89,7 @@ def request(
 ) -> Any:
     """One REST call with ``api`` (an ApiClient): the decoded JSON answer; ApiException on failure."""
     # The REST layer serializes JSON bodies itself; other content types (apply-patch+yaml) go as text.
-    data = json.dumps(body) if body is not None and content_type != "application/json" else body
+    data = json.dumps(body) if body is not None and "json" not in content_type else body
     method_, url, headers, body_, post = api.param_serialize(
         method=method,
         resource_path=path,
@@ -197,3 +198,55 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     except ApiException as e:
         if e.status != 404:
             raise _map_error(e, f"delete {kind} {namespace}/{name}") from e
+
+
+# Replica counts are written under their own field manager and never in the object's main apply:
+# a count the main manager stopped sending would be reset, and an HPA that owns the count of the
+# stable revision must be able to keep it while the operator keeps applying everything else.
+SCALE_FIELD_MANAGER = f"{FIELD_MANAGER}-scale"
+
+
+def apply_scale(api_version: str, kind: str, namespace: str, name: str, replicas: int) -> None:
+    """Set ``spec.replicas`` of a workload under the scale field manager (no write when equal)."""
+    obj = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas},
+    }
+    _call(
+        "PATCH",
+        resource_path(api_version, kind, namespace, name),
+        f"scale {kind} {namespace}/{name} to {replicas}",
+        body=obj,
+        query=[("fieldManager", SCALE_FIELD_MANAGER), ("force", "true")],
+        content_type="application/apply-patch+yaml",
+    )
+
+
+def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``status`` into the DeepSeekDeployment's status, only if it is unchanged since ``body``
+    was read (its resourceVersion): a decision made on stale facts is refused with a
+    :class:`TransientError` instead of overwriting a newer one."""
+    meta = body["metadata"]
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+    result = _call(
+        "PATCH",
+        resource_path(API_VERSION, KIND, meta["namespace"], meta["name"]) + "/status",
+        f"patch status of {meta['namespace']}/{meta['name']}",
+        body=patch,
+        content_type="application/merge-patch+json",
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+def patch_labels(api_version: str, kind: str, namespace: str, name: str, labels: dict[str, Any]) -> None:
+    """Merge ``labels`` into an object's labels (a None value removes the label)."""
+    _call(
+        "PATCH",
+        resource_path(api_version, kind, namespace, name),
+        f"label {kind} {namespace}/{name}",
+        body={"metadata": {"labels": labels}},
+        content_type="application/merge-patch+json",
+    )

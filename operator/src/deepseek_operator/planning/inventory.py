@@ -7,9 +7,12 @@ reads them from the API server.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepseek_operator.planning.types import NodeInfo
+
+if TYPE_CHECKING:
+    from deepseek_operator.planning.plan import Plan
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SHARED_SUFFIX = "-SHARED"
@@ -111,3 +114,17 @@ def build_inventory(
     used = gpus_requested_per_node(pods, exclude_owner)
     infos = [node_info(n, used.get((n.get("metadata") or {}).get("name", ""), 0)) for n in nodes]
     return sorted((i for i in infos if i.gpu_product and i.gpus_allocatable > 0), key=lambda i: i.name)
+
+
+def replicas_that_fit(nodes: Iterable[NodeInfo], plan: Plan) -> int:
+    """How many more replicas of ``plan`` the free GPUs of ``nodes`` hold (whole replicas only)."""
+    allowed = set(plan.gpu_products) or ({plan.gpu_product} if plan.gpu_product else set())
+    per_node = plan.gpus_per_replica // max(plan.nodes_per_replica, 1)
+    if per_node <= 0:
+        return 0
+    slots = sum(
+        n.gpus_free // per_node
+        for n in nodes
+        if n.schedulable and n.gpu_product and (not allowed or n.gpu_product in allowed)
+    )
+    return slots // max(plan.nodes_per_replica, 1)

@@ -1,0 +1,1 @@
+"""Progressive delivery: revisions, analysis, decisions."""

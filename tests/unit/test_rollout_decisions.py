@@ -1,0 +1,260 @@
+"""Rollout decisions as tables: spec changes, verdicts, promotion, rollback, failure, workloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
+
+from deepseek_operator.rollout import decisions as d
+from deepseek_operator.rollout.decisions import Measurement, Revisions, Thresholds
+
+T = Thresholds(
+    max_p99_latency_ms=500,
+    max_error_rate=0.05,
+    min_score=0.9,
+    max_drop=0.05,
+    successful_analyses=3,
+    failure_limit=3,
+)
+
+
+def _hist(revision: str, role: str, epoch: int, verdicts: str) -> list[dict[str, Any]]:
+    """History from a string of P/F/I (oldest first)."""
+    names = {"P": d.PASS, "F": d.FAIL, "I": d.INCONCLUSIVE}
+    reasons = {"F": ["p99 latency 812 ms > 500 ms"]}
+    return [
+        {
+            "revision": revision,
+            "role": role,
+            "epoch": epoch,
+            "verdict": names[v],
+            "reasons": reasons.get(v, []),
+            "accuracy": 0.95,
+        }
+        for v in verdicts
+    ]
+
+
+# --- plan_step --------------------------------------------------------------------------------
+
+
+def test_first_deployment_becomes_stable_at_once() -> None:
+    step = d.plan_step(Revisions(), "a")
+    assert step.revisions.stable == "a" and step.revisions.canary == "" and not step.new_canary
+    assert step.revisions.epoch == 1
+
+
+def test_a_new_revision_becomes_the_canary() -> None:
+    step = d.plan_step(Revisions(stable="a", verified=True, epoch=4), "b")
+    assert (step.revisions.stable, step.revisions.canary, step.new_canary) == ("a", "b", True)
+    assert step.revisions.epoch == 5
+
+
+def test_same_revision_changes_nothing() -> None:
+    revs = Revisions(stable="a", canary="b", epoch=2)
+    assert d.plan_step(revs, "b").revisions == revs
+    assert d.plan_step(Revisions(stable="a", epoch=2), "a").revisions == Revisions(stable="a", epoch=2)
+
+
+def test_back_to_stable_aborts_the_canary() -> None:
+    step = d.plan_step(Revisions(stable="a", canary="b", lent=1, epoch=2), "a")
+    assert (step.revisions.canary, step.revisions.lent) == ("", 0)
+    assert [e[1] for e in step.events] == ["CanaryAborted"]
+
+
+def test_another_revision_replaces_the_canary() -> None:
+    step = d.plan_step(Revisions(stable="a", canary="b", epoch=2), "c")
+    assert step.revisions.canary == "c" and step.new_canary
+    assert "CanaryAborted" in [e[1] for e in step.events]
+
+
+def test_failed_revision_is_not_retried_until_the_annotation_is_new() -> None:
+    revs = Revisions(stable="a", failed=("b",), retry="x", epoch=3)
+    blocked = d.plan_step(revs, "b", retry="x")
+    assert blocked.blocked and "serving.deepseek.ai/retry" in blocked.blocked
+    assert blocked.revisions.canary == ""
+    retried = d.plan_step(revs, "b", retry="y")
+    assert not retried.blocked and retried.revisions.canary == "b" and retried.revisions.failed == ()
+    assert retried.revisions.retry == "y"
+    # The annotation value is remembered: once b fails again, the same value does not retry it.
+    again = d.plan_step(Revisions(stable="a", failed=("b",), retry="y"), "b", retry="y")
+    assert again.blocked
+
+
+def test_a_broken_stable_with_nothing_to_fall_back_on_is_replaced_directly() -> None:
+    step = d.plan_step(Revisions(stable="a", failed=("a",), epoch=3), "b")
+    assert (step.revisions.stable, step.revisions.canary, step.revisions.verified) == ("b", "", False)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("m", "verdict", "needle"),
+    [
+        (Measurement(p99_latency_ms=200, error_rate=0.0, requests=5), d.PASS, ""),
+        (Measurement(p99_latency_ms=812, error_rate=0.0, requests=5), d.FAIL, "p99 latency 812 ms > 500 ms"),
+        (Measurement(p99_latency_ms=100, error_rate=0.5, requests=4), d.FAIL, "error rate 0.500 > 0.05"),
+        (Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.5), d.FAIL, "< minScore 0.9"),
+        (
+            Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.91, baseline_accuracy=1.0),
+            d.FAIL,
+            "dropped 0.090",
+        ),
+        (Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.96, baseline_accuracy=1.0), d.PASS, ""),
+        (Measurement(problems=("revision b has no ready pods",)), d.INCONCLUSIVE, "no ready pods"),
+        (Measurement(p99_latency_ms=100), d.INCONCLUSIVE, "no requests"),
+        # A failing figure fails even while another figure is missing.
+        (Measurement(p99_latency_ms=900, problems=("golden set invalid",)), d.FAIL, "p99"),
+    ],
+)
+def test_evaluate(m: Measurement, verdict: str, needle: str) -> None:
+    got, reasons = d.evaluate(m, T)
+    assert got == verdict
+    assert needle in " ".join(reasons)
+
+
+def test_a_golden_set_makes_accuracy_required() -> None:
+    m = Measurement(p99_latency_ms=100, error_rate=0.0, requests=3)
+    assert d.evaluate(m, T)[0] == d.PASS
+    with_golden = Thresholds(golden_set=True)
+    assert d.evaluate(m, with_golden) == (d.INCONCLUSIVE, ("no golden-set score",))
+
+
+def test_exactly_max_drop_passes() -> None:
+    m = Measurement(p99_latency_ms=1, error_rate=0, accuracy=0.95, baseline_accuracy=1.0)
+    assert d.evaluate(m, T)[0] == d.PASS
+
+
+# --- streaks and decide_rollout -------------------------------------------------------------------
+
+
+def test_streak_skips_inconclusive_and_other_epochs() -> None:
+    hist = _hist("b", "canary", 1, "FFF") + _hist("b", "canary", 2, "PIPF")
+    assert d.streak(hist, "b", "canary", 2) == (d.FAIL, 1)
+    assert d.streak(hist, "b", "canary", 1) == (d.FAIL, 3)
+    assert d.streak(_hist("b", "canary", 2, "FPIP"), "b", "canary", 2) == (d.PASS, 2)
+    assert d.streak([], "b", "canary", 2) == ("", 0)
+
+
+CANARY = Revisions(stable="a", canary="b", previous="z", epoch=7, verified=True, baseline_accuracy=0.97)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "action"),
+    [
+        ("PP", "none"),
+        ("PPP", "promote"),
+        ("FPPP", "promote"),
+        ("FF", "none"),
+        ("FFF", "rollback"),
+        ("FIFIF", "rollback"),
+        ("FFPFF", "none"),
+        ("IIIIII", "none"),
+    ],
+)
+def test_canary_decisions(verdicts: str, action: str) -> None:
+    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, verdicts), T)
+    assert decision.action == action
+
+
+def test_promotion_moves_canary_to_stable_and_keeps_the_old_stable_as_previous() -> None:
+    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, "PPP"), T)
+    new = decision.revisions
+    assert (new.stable, new.canary, new.previous, new.verified) == ("b", "", "a", True)
+    assert new.baseline_accuracy == 0.95 and new.epoch == 8
+
+
+def test_canary_rollback_marks_it_failed_and_keeps_stable() -> None:
+    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFF"), T)
+    new = decision.revisions
+    assert (new.stable, new.canary, new.failed, new.previous) == ("a", "", ("b",), "z")
+    assert (decision.rolled_back_from, decision.rolled_back_to) == ("b", "a")
+    assert decision.reason == "p99 latency 812 ms > 500 ms in 3 consecutive analyses"
+
+
+def test_without_auto_rollback_a_failing_canary_halts_once() -> None:
+    manual = Thresholds(failure_limit=3, auto_rollback=False)
+    assert d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFF"), manual).action == "halt"
+    assert d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFFF"), manual).action == "none"
+
+
+def test_a_drifting_stable_rolls_back_to_previous() -> None:
+    revs = Revisions(stable="b", previous="a", verified=True, epoch=9)
+    decision = d.decide_rollout(revs, _hist("b", "stable", 9, "PPPFFF"), T)
+    assert decision.action == "rollback"
+    new = decision.revisions
+    assert (new.stable, new.previous, new.failed) == ("a", "", ("b",))
+
+
+def test_a_first_deployment_that_fails_is_failed_with_nothing_to_roll_back_to() -> None:
+    revs = Revisions(stable="a", epoch=1)
+    decision = d.decide_rollout(revs, _hist("a", "stable", 1, "FFF"), T)
+    assert decision.action == "fail"
+    assert "no earlier revision" in decision.reason
+    assert decision.revisions.failed == ("a",)
+    # Once failed, nothing more is decided for it.
+    assert d.decide_rollout(decision.revisions, _hist("a", "stable", 2, "FFFF"), T).action == "none"
+
+
+def test_a_first_deployment_is_verified_after_the_passes() -> None:
+    decision = d.decide_rollout(Revisions(stable="a", epoch=1), _hist("a", "stable", 1, "PPP"), T)
+    assert decision.action == "verify" and decision.revisions.verified
+    assert decision.revisions.baseline_accuracy == 0.95
+    # A verified stable that drifts with no previous revision halts (stays serving, says so).
+    halted = d.decide_rollout(decision.revisions, _hist("a", "stable", 1, "PPPFFF"), T)
+    assert halted.action == "halt"
+
+
+@given(hs.text(alphabet="PFI", max_size=12))
+def test_decisions_are_deterministic_and_never_roll_back_without_enough_failures(verdicts: str) -> None:
+    hist = _hist("b", "canary", 7, verdicts)
+    first = d.decide_rollout(CANARY, hist, T)
+    assert first == d.decide_rollout(CANARY, hist, T)
+    if first.action == "rollback":
+        assert verdicts.replace("I", "").endswith("FFF")
+    if first.action == "promote":
+        assert verdicts.replace("I", "").endswith("PPP")
+
+
+def test_history_keeps_what_the_longest_streak_needs() -> None:
+    t = Thresholds(successful_analyses=30)
+    hist: list[dict[str, Any]] = []
+    for i in range(40):
+        hist = d.append_history(hist, {"i": i}, t)
+    assert len(hist) == 31 and hist[-1] == {"i": 39}
+    short: list[dict[str, Any]] = []
+    for i in range(40):
+        short = d.append_history(short, {"i": i}, T)
+    assert len(short) == d.HISTORY_LIMIT
+
+
+# --- workloads --------------------------------------------------------------------------------------
+
+
+def test_workloads_stable_canary_and_standby() -> None:
+    revs = Revisions(stable="b", canary="c", previous="a")
+    got = d.plan_workloads(revs, replicas=3, canary_replicas=1, standby_replicas=1)
+    assert got == [
+        d.Workload("b", "stable", 3, True),
+        d.Workload("c", "canary", 1, True),
+        d.Workload("a", "standby", 1, False),
+    ]
+
+
+def test_replace_mode_takes_stable_replicas_and_hpa_keeps_its_count() -> None:
+    revs = Revisions(stable="a", canary="b", lent=1)
+    assert d.plan_workloads(revs, 2, 1, 0)[0].replicas == 1
+    assert d.plan_workloads(revs, 1, 1, 0)[0].replicas == 0
+    assert d.plan_workloads(revs, None, 1, 0)[0].replicas is None  # the HPA owns it
+
+
+def test_status_round_trip() -> None:
+    revs = Revisions("a", "b", "z", ("x",), 1, "r", True, 0.9, 5)
+    raw = revs.to_status()
+    assert raw["canaryMode"] == d.MODE_REPLACE
+    assert Revisions.from_status(raw) == revs
+    assert Revisions.from_status(None) == Revisions()
