@@ -131,8 +131,11 @@ def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
         2,
         2,
     )
+    lws_name = names.workload_name("r1-h100", status["revisions"]["stable"])
     lws = kube.request(
-        kube_api, "GET", f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{namespace}/leaderworkersets/r1-h100"
+        kube_api,
+        "GET",
+        f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{namespace}/leaderworkersets/{lws_name}",
     )
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == 2
@@ -149,7 +152,7 @@ def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
     svc = client.CoreV1Api(kube_api).read_namespaced_service("r1-h100", namespace)
     assert svc.spec.selector["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     assert status["placement"]["fabric"] in ("infiniband", "roce", "ethernet", "efa")
-    assert names.workload_name("r1-h100", status["revisions"]["stable"]) == lws["metadata"]["name"]
+    assert lws["metadata"]["labels"][names.REVISION_LABEL] == status["revisions"]["stable"]
 
 
 def test_plan_cli_against_the_live_cluster(sim_cluster: Any, namespace: str, kube_api: Any) -> None:

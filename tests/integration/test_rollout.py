@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
-from deepseek_operator.sim.testing import wait_for
+from deepseek_operator.sim.testing import start_operator_process, wait_for
 
 CASES = [
     ("What is 17 * 23? Answer with the number only.", {"contains": "391"}, "391"),
@@ -233,17 +232,34 @@ def _metric(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+@dataclass
+class Rig:
+    """Everything a rollout test needs: the cluster, a namespace with the model store, the
+    endpoints file and the Triton servers."""
+
+    kube_api: Any
+    namespace: str
+    endpoints: Endpoints
+    servers: dict[str, StandInServer]
+
+    def rollout(self, body: dict[str, Any]) -> Rollout:
+        return Rollout(self.kube_api, self.namespace, self.endpoints, body)
+
+
+@pytest.fixture
+def rig(
+    kube_api: Any, namespace: str, model_store: str, endpoints: Endpoints, servers: dict[str, StandInServer]
+) -> Rig:
+    return Rig(kube_api, namespace, endpoints, servers)
+
+
 def test_good_canary_is_promoted_after_the_required_passes(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("good", standbyReplicas=1))
-    stable = r.first(servers["good"])
-    canary = r.change(servers["new"])
+    r = rig.rollout(_body("good", standbyReplicas=1))
+    stable = r.first(rig.servers["good"])
+    canary = r.change(rig.servers["new"])
     r.wait(lambda: r.status().get("phase") == "Canary", timeout=20, what="phase Canary")
     r.wait(lambda: r.traffic_revisions() == {stable, canary}, timeout=20, what="traffic on both revisions")
     promoted = wait_for(
@@ -263,21 +279,17 @@ def test_good_canary_is_promoted_after_the_required_passes(
 
 
 def test_slow_canary_is_rolled_back_in_time_and_not_retried(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("slow"))
-    r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20  # keep it a canary while it drifts
-    stable = r.first(servers["good"])
+    r = rig.rollout(_body("slow"))
+    stable = r.first(rig.servers["good"])
+    r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20  # keep the canary a canary while it drifts
     before = _metric(
         "deepseek_operator_rollbacks_total",
-        {"namespace": namespace, "name": "slow", "reason": "latency", "role": "canary"},
+        {"namespace": rig.namespace, "name": "slow", "reason": "latency", "role": "canary"},
     )
-    canary = r.change(servers["new"])
+    canary = r.change(rig.servers["new"])
     wait_for(
         lambda: any(
             h["verdict"] == "Pass" and h["revision"] == canary for h in r.status()["analysis"]["history"]
@@ -285,7 +297,7 @@ def test_slow_canary_is_rolled_back_in_time_and_not_retried(
         timeout=30,
         what="a passing canary analysis before the drift",
     )
-    servers["new"].set_behaviour(latency_ms=600)
+    rig.servers["new"].set_behaviour(latency_ms=600)
     drift = time.monotonic()
     rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=30, what="a rollback")
     took = time.monotonic() - drift
@@ -302,12 +314,14 @@ def test_slow_canary_is_rolled_back_in_time_and_not_retried(
     assert (
         _metric(
             "deepseek_operator_rollbacks_total",
-            {"namespace": namespace, "name": "slow", "reason": "latency", "role": "canary"},
+            {"namespace": rig.namespace, "name": "slow", "reason": "latency", "role": "canary"},
         )
         == before + 1
     )
     assert (
-        _metric("deepseek_operator_drift_to_rollback_seconds_count", {"namespace": namespace, "name": "slow"})
+        _metric(
+            "deepseek_operator_drift_to_rollback_seconds_count", {"namespace": rig.namespace, "name": "slow"}
+        )
         >= 1
     )
     r.wait(lambda: r.status().get("phase") == "RolledBack", timeout=20, what="phase RolledBack")
@@ -319,23 +333,19 @@ def test_slow_canary_is_rolled_back_in_time_and_not_retried(
     assert len(r.events("RolledBack")) == 1
     # Until the retry annotation is set.
     r.body["metadata"]["annotations"] = {names.RETRY_ANNOTATION: "1"}
-    servers["new"].set_behaviour(latency_ms=0)
+    rig.servers["new"].set_behaviour(latency_ms=0)
     r.apply()
     r.wait(lambda: r.revisions().get("canary") == canary, timeout=20, what="the canary retried")
 
 
 def test_canary_whose_score_drops_more_than_max_drop_is_rolled_back(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("quality"))
-    stable = r.first(servers["good"])
-    servers["new"].set_behaviour(quality=0.75)  # 3 of 4 right: above minScore 0.5, a drop of 0.25
-    canary = r.change(servers["new"])
+    r = rig.rollout(_body("quality"))
+    stable = r.first(rig.servers["good"])
+    rig.servers["new"].set_behaviour(quality=0.75)  # 3 of 4 right: above minScore 0.5, a drop of 0.25
+    canary = r.change(rig.servers["new"])
     rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=40, what="a rollback")
     assert (rolled["from"], rolled["to"]) == (canary, stable)
     assert "dropped 0.250 below the serving revision's 1.000 (maxDrop 0.1)" in rolled["reason"]
@@ -343,36 +353,28 @@ def test_canary_whose_score_drops_more_than_max_drop_is_rolled_back(
 
 
 def test_canary_whose_error_rate_is_too_high_is_rolled_back(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("errors"))
-    stable = r.first(servers["good"])
-    servers["new"].set_behaviour(error_rate=0.5)
-    canary = r.change(servers["new"])
+    r = rig.rollout(_body("errors"))
+    stable = r.first(rig.servers["good"])
+    rig.servers["new"].set_behaviour(error_rate=0.5)
+    canary = r.change(rig.servers["new"])
     rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=40, what="a rollback")
     assert (rolled["from"], rolled["to"]) == (canary, stable)
     assert "error rate 0.500 > 0.05" in rolled["reason"]
 
 
 def test_promoted_revision_that_slows_down_is_rolled_back_to_the_previous_one(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("drift", standbyReplicas=1))
-    first = r.first(servers["good"])
-    second = r.change(servers["new"])
+    r = rig.rollout(_body("drift", standbyReplicas=1))
+    first = r.first(rig.servers["good"])
+    second = r.change(rig.servers["new"])
     r.wait(lambda: r.revisions().get("stable") == second, timeout=60, what="promotion")
     r.wait(lambda: r.traffic_revisions() == {second}, timeout=20, what="traffic on the promoted revision")
-    servers["new"].set_behaviour(latency_ms=600)
+    rig.servers["new"].set_behaviour(latency_ms=600)
     drift = time.monotonic()
     r.wait(lambda: r.traffic_revisions() == {first}, timeout=30, what="traffic back on the first revision")
     took = time.monotonic() - drift
@@ -385,17 +387,13 @@ def test_promoted_revision_that_slows_down_is_rolled_back_to_the_previous_one(
 
 
 def test_malformed_golden_set_is_a_condition_not_a_rollback(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("badgolden"))
-    r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20
-    stable = r.first(servers["good"])
-    canary = r.change(servers["new"])
+    r = rig.rollout(_body("badgolden"))
+    stable = r.first(rig.servers["good"])
+    r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20  # keep the canary a canary while it drifts
+    canary = r.change(rig.servers["new"])
     r.golden('{"prompt": "What is 17 * 23?", "expect": {"contains": "391"}}\n{"prompt": "no expect"}\n')
     cond = wait_for(
         lambda: (c := r.condition("AnalysisPassing")).get("reason") == "GoldenSetInvalid" and c,
@@ -414,19 +412,15 @@ def test_malformed_golden_set_is_a_condition_not_a_rollback(
 
 
 def test_first_deployment_that_fails_analysis_is_failed(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
-    r = Rollout(kube_api, namespace, endpoints, _body("firstbad"))
-    servers["new"].set_behaviour(latency_ms=600)
+    r = rig.rollout(_body("firstbad"))
+    rig.servers["new"].set_behaviour(latency_ms=600)
     r.golden()
     r.apply()
     stable = r.wait(lambda: r.revisions().get("stable"), timeout=30, what="a stable revision")
-    r.map(stable, servers["new"])
+    r.map(stable, rig.servers["new"])
     r.wait(lambda: r.status().get("phase") == "Failed", timeout=40, what="phase Failed")
     ready = r.condition("Ready")
     assert ready["status"] == "False" and ready["reason"] == "AnalysisFailed"
@@ -442,21 +436,17 @@ def _free_gpus(kube_api: Any, product: str) -> int:
 
 
 def test_canary_without_free_gpus_replaces_one_serving_replica(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     operator: Any,
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
 ) -> None:
     a100 = "NVIDIA-A100-SXM4-80GB"
-    wait_for(lambda: _free_gpus(kube_api, a100) == 4, timeout=60, what="the A100 node free")
+    wait_for(lambda: _free_gpus(rig.kube_api, a100) == 4, timeout=60, what="the A100 node free")
     body = _body("full", replicas=4)
     body["spec"]["gpu"]["products"] = [a100]
-    r = Rollout(kube_api, namespace, endpoints, body)
-    stable = r.first(servers["good"])
-    assert _free_gpus(kube_api, a100) == 0
-    canary = r.change(servers["new"])
+    r = rig.rollout(body)
+    stable = r.first(rig.servers["good"])
+    assert _free_gpus(rig.kube_api, a100) == 0
+    canary = r.change(rig.servers["new"])
     revs = wait_for(lambda: (v := r.revisions()).get("canaryMode") and v, timeout=10, what="canary mode")
     assert revs["canaryMode"] == "ReplaceReplica" and revs["lent"] == 1
     event = r.wait(lambda: r.events("CanaryStarted"), timeout=10, what="a CanaryStarted event")
@@ -470,34 +460,25 @@ def test_canary_without_free_gpus_replaces_one_serving_replica(
 
 
 def _start_operator(sim_cluster: SimCluster, eps: Endpoints, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KUBECONFIG": str(sim_cluster.kubeconfig), ENDPOINTS_ENV: str(eps.path)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "deepseek_operator", "run", "--verbose"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    return start_operator_process(sim_cluster, log, {ENDPOINTS_ENV: str(eps.path)})
 
 
 def test_operator_killed_mid_analysis_keeps_history_and_rolls_back_once(
-    kube_api: Any,
-    namespace: str,
-    model_store: str,
+    rig: Rig,
     sim_cluster: SimCluster,
     crds: list[str],
-    endpoints: Endpoints,
-    servers: dict[str, StandInServer],
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "operator.log"
-    proc = _start_operator(sim_cluster, endpoints, log)
+    proc = _start_operator(sim_cluster, rig.endpoints, log)
     try:
-        r = Rollout(kube_api, namespace, endpoints, _body("restart"))
-        r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20
-        stable = r.first(servers["good"])
-        canary = r.change(servers["new"])
-        servers["new"].set_behaviour(latency_ms=600)
+        r = rig.rollout(_body("restart"))
+        stable = r.first(rig.servers["good"])
+        r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = (
+            20  # keep the canary a canary while it drifts
+        )
+        canary = r.change(rig.servers["new"])
+        rig.servers["new"].set_behaviour(latency_ms=600)
         wait_for(
             lambda: r.status().get("analysis", {}).get("consecutiveFailures") == 2,
             timeout=30,
@@ -506,7 +487,7 @@ def test_operator_killed_mid_analysis_keeps_history_and_rolls_back_once(
         before = [h for h in r.status()["analysis"]["history"] if h["revision"] == canary]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        proc = _start_operator(sim_cluster, endpoints, log)
+        proc = _start_operator(sim_cluster, rig.endpoints, log)
         rolled = wait_for(
             lambda: r.status().get("lastRollback"), timeout=40, what="the rollback after restart"
         )
@@ -519,7 +500,7 @@ def test_operator_killed_mid_analysis_keeps_history_and_rolls_back_once(
         # ... and the operator restarting once more does not roll back again.
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        proc = _start_operator(sim_cluster, endpoints, log)
+        proc = _start_operator(sim_cluster, rig.endpoints, log)
         time.sleep(INTERVAL * 3)
         assert r.status()["lastRollback"] == rolled
         assert r.revisions()["failed"] == [canary]
@@ -527,3 +508,42 @@ def test_operator_killed_mid_analysis_keeps_history_and_rolls_back_once(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_autoscaled_promotion_keeps_the_count_the_hpa_reached(
+    rig: Rig,
+    operator: Any,
+) -> None:
+    body = _body("scaled")
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 4}
+    r = rig.rollout(body)
+    stable = r.first(rig.servers["good"])
+    autoscaling = client.AutoscalingV2Api(rig.kube_api)
+    hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(names.serving_name("scaled"), rig.namespace)
+    assert hpa.spec.scale_target_ref.name == names.workload_name("scaled", stable)
+    # The HPA scales the stable revision through the scale subresource (here by hand: the simulated
+    # cluster has no GPU metrics); the operator leaves that count alone.
+    r.apps.patch_namespaced_deployment_scale(
+        names.workload_name("scaled", stable),
+        rig.namespace,
+        {"spec": {"replicas": 3}},
+        field_manager="hpa-stand-in",
+    )
+    time.sleep(6)
+    assert r.workload_replicas(stable) == 3
+    canary = r.change(rig.servers["new"])
+    assert r.workload_replicas(canary) == 1  # the rollout owns only the canary's size
+    r.wait(lambda: r.revisions().get("stable") == canary, timeout=60, what="promotion")
+    r.wait(lambda: r.workload_replicas(canary) == 3, timeout=20, what="the count the HPA had reached")
+    r.wait(
+        lambda: (
+            autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                names.serving_name("scaled"), rig.namespace
+            ).spec.scale_target_ref.name
+            == names.workload_name("scaled", canary)
+        ),
+        timeout=10,
+        what="the HPA on the promoted revision",
+    )
+    time.sleep(6)
+    assert r.workload_replicas(canary) == 3  # and the operator does not take it back

@@ -4,10 +4,8 @@ on the real control plane (the simulated cluster), for every sample."""
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.testing import Kubectl, wait_for
+from deepseek_operator.sim.testing import Kubectl, start_operator_process, wait_for
 from deepseek_operator.sim.tools import repo_root
 
 SAMPLES = sorted(
@@ -276,15 +274,7 @@ def operator_process(sim_cluster: SimCluster, crds: list[str]) -> Iterator[list[
 
 
 def _start_operator(sim_cluster: SimCluster, procs: list[subprocess.Popen[bytes]], log: Path) -> None:
-    env = {**os.environ, "KUBECONFIG": str(sim_cluster.kubeconfig)}
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "deepseek_operator", "run"],
-            env=env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-    )
+    procs.append(start_operator_process(sim_cluster, log))
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(

@@ -19,7 +19,9 @@ from deepseek_operator.errors import OperatorError, TransientError
 from deepseek_operator.kube import client as kube
 
 STATUS_INTERVAL_SECONDS = 5.0  # how often the children are followed into status
-TICK_SECONDS = 1.0  # how often an analysis may start (its own interval is at least 1 s)
+# How often an analysis may start (its own interval is at least 1 s). Most ticks only compare
+# a time in memory; the observation runs every STATUS_INTERVAL_SECONDS.
+TICK_SECONDS = 0.5
 
 
 def _now() -> str:
@@ -54,11 +56,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _post(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
+    plain = _plain(body)
     for kind, reason, message in events:
-        if kind == "Warning":
-            kopf.warn(body, reason=reason, message=message)
-        else:
-            kopf.info(body, reason=reason, message=message)
+        kube.post_event(plain, kind, reason, message)
 
 
 def _plain(value: Any) -> Any:
@@ -78,16 +78,21 @@ def _write(outcome: reconciler.Outcome) -> None:
 def _reconcile(body: kopf.Body, logger: kopf.Logger) -> None:
     try:
         outcome = reconciler.reconcile(_plain(body), _now())
-        _write(outcome)
     except TransientError as e:
         raise kopf.TemporaryError(str(e), delay=2) from e
     except OperatorError as e:
         # Not the user's spec and not passing: say so, and retry slowly rather than crash-loop.
-        kopf.warn(body, reason="ReconcileError", message=str(e))
+        _post(body, [("Warning", "ReconcileError", str(e))])
         raise kopf.TemporaryError(str(e), delay=60) from e
+    # What the reconcile did to the rollout is already written; its events are posted even when
+    # the final status write loses a race (the retry then writes the status, not the events).
+    _post(body, outcome.events)
+    try:
+        _write(outcome)
+    except TransientError as e:
+        raise kopf.TemporaryError(str(e), delay=2) from e
     if outcome.status:
         logger.info("status: %s", ", ".join(sorted(outcome.status)))
-    _post(body, outcome.events)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -109,9 +114,10 @@ def on_resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 _last_observed: dict[str, float] = {}
+_last_error: dict[str, str] = {}
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=2.0)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=2.0, sharp=True)
 def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Analysis when its interval is due (with the promotion or rollback it leads to), and every
     few seconds the children followed into status; writes only on change."""
@@ -120,20 +126,31 @@ def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     observe = now - _last_observed.get(uid, 0.0) >= STATUS_INTERVAL_SECONDS
     try:
         outcome = reconciler.tick(_plain(body), dt.datetime.now(dt.UTC), analysis_only=not observe)
-        _write(outcome)
     except TransientError as e:
         logger.debug("tick: %s", e)  # a newer version of the resource exists; the next tick uses it
         return
     except OperatorError as e:
-        kopf.warn(body, reason="TickError", message=str(e))
+        # Said once per distinct error, not at every tick.
+        if _last_error.get(uid) != str(e):
+            _last_error[uid] = str(e)
+            _post(body, [("Warning", "TickError", str(e))])
+        return
+    _last_error.pop(uid, None)
+    # Decisions are written inside the tick; their events go out even if the status that follows
+    # them loses a race with another write (the next tick writes it again).
+    _post(body, outcome.events)
+    try:
+        _write(outcome)
+    except TransientError as e:
+        logger.debug("tick: %s", e)
         return
     if observe:
         _last_observed[uid] = now
-    _post(body, outcome.events)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def on_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Deletion: the garbage collector removes every owned child (owner references); nothing to block."""
     _last_observed.pop(str(body.get("metadata", {}).get("uid")), None)
+    _last_error.pop(str(body.get("metadata", {}).get("uid")), None)
     logger.info("deleted; owned objects are removed by the garbage collector")

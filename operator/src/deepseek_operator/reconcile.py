@@ -787,7 +787,17 @@ def tick(body: dict[str, Any], now: dt.datetime, analysis_only: bool = False) ->
         body = _write(body, patch)  # the decision is durable before anything moves
         if decision.revisions != revs:
             revs = decision.revisions
-            apply_workloads(body, revs, records, handover)
+            try:
+                apply_workloads(body, revs, records, handover)
+            except OperatorError as e:
+                # The decision stands (the next tick applies it again); its events must still be
+                # posted.
+                _pending_apply.add(uid)
+                events.append(("Warning", "TickError", f"applying the decision: {e}"))
+                return Outcome(events=events, body=body)
+    elif uid in _pending_apply and not analysis_only:
+        apply_workloads(body, revs, records)
+        _pending_apply.discard(uid)
     sync_traffic(body, revs)
     blocked = ""
     spec_revision = _spec_revision(body, records)
@@ -799,6 +809,8 @@ def tick(body: dict[str, Any], now: dt.datetime, analysis_only: bool = False) ->
 # uid -> when an analysis ran whose result was not written (see tick); lost on restart, which
 # only means one more analysis.
 _unrecorded_runs: dict[str, dt.datetime] = {}
+# uids whose last decision was written but not applied (an API error in between).
+_pending_apply: set[str] = set()
 
 
 def _repeats(previous: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -7,7 +7,9 @@ mapped onto the operator's exception tree here and nowhere else.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
+import logging
 import os
 import threading
 from typing import Any
@@ -242,11 +244,54 @@ def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]
 
 
 def patch_labels(api_version: str, kind: str, namespace: str, name: str, labels: dict[str, Any]) -> None:
-    """Merge ``labels`` into an object's labels (a None value removes the label)."""
-    _call(
-        "PATCH",
-        resource_path(api_version, kind, namespace, name),
-        f"label {kind} {namespace}/{name}",
-        body={"metadata": {"labels": labels}},
-        content_type="application/merge-patch+json",
-    )
+    """Merge ``labels`` into an object's labels (a None value removes the label); an object that is
+    gone meanwhile is fine."""
+    try:
+        request(
+            api_client(),
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body={"metadata": {"labels": labels}},
+            content_type="application/merge-patch+json",
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise _map_error(e, f"label {kind} {namespace}/{name}") from e
+
+
+_log = logging.getLogger(__name__)
+
+
+def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """Post a core/v1 Event about the DeepSeekDeployment ``body``; never raises.
+
+    Events are posted here, one request each, rather than through kopf's queue: that queue
+    retries an event it cannot post (e.g. into a namespace being deleted) with growing delays,
+    and every event behind it, such as a rollback's, waits.
+    """
+    meta = body["metadata"]
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": FIELD_MANAGER},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        request(api_client(), "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+    except Exception as e:  # an event is worth one try; it must never break a reconcile
+        _log.warning("event %s for %s/%s not posted: %s", reason, meta["namespace"], meta["name"], e)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -167,3 +168,19 @@ def kubectl(sim_cluster: SimCluster) -> Kubectl:
         return proc
 
     return run
+
+
+def start_operator_process(
+    sim_cluster: SimCluster, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``deepseek-operator run`` in a child process against ``sim_cluster`` (a test can SIGKILL it),
+    its output appended to ``log``; ``env`` adds variables. As outside a cluster: no in-cluster
+    service variables."""
+    full = {**os.environ, "KUBECONFIG": str(sim_cluster.kubeconfig), **(env or {})}
+    full.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepseek_operator", "run"],
+        env=full,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
