@@ -3,7 +3,10 @@
 Starts a simulated cluster with mixed GPU pools, installs the CRD, runs the
 operator, applies the samples, waits until they are Ready, shows what the
 operator made of them (placement, pods on GPU nodes), shows a bad spec being
-refused at admission, and stops everything (unless ``--keep``).
+refused at admission, then a rollout: r1-qwen-7b moves to a new checkpoint whose
+answers are slow (a real Triton server from nvidia-pytriton stands in for each
+revision's pods) and the operator rolls it back on its own. Then it stops
+everything (unless ``--keep``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,101 @@ def _kubectl(cluster: SimCluster, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def _dsd(api: Any, name: str) -> dict[str, Any]:
+    obj = kube.request(api, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{name}")
+    assert isinstance(obj, dict)
+    return obj
+
+
+def _until(what: str, get: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := get():
+            return got
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _map(endpoints: Path, name: str, revision: str, server: Any) -> None:
+    data = yaml.safe_load(endpoints.read_text()) or {}
+    data[f"{NAMESPACE}/{name}/{revision}"] = {"http": server.http_address, "metrics": server.metrics_url}
+    tmp = endpoints.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data))
+    tmp.replace(endpoints)
+
+
+def _rollout_act(api: Any, cluster: SimCluster, endpoints: Path) -> bool:
+    """r1-qwen-7b: a good revision verified by analysis, then a slow checkpoint rolled back."""
+    try:
+        from deepseek_operator.sim.standin import StandInServer  # noqa: PLC0415 - needs the test extra
+    except ImportError:
+        _say("   (skipped: nvidia-pytriton is not installed; `make demo` installs it)")
+        return True
+    name = "r1-qwen-7b"
+    cm = kube.request(api, "GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{name}-golden")
+    cases = [json.loads(line) for line in cm["data"]["golden.jsonl"].splitlines() if line.strip()]
+    answers = dict(zip([c["prompt"] for c in cases], ["391", "Paris", "Yes", "2000"], strict=False))
+    good, new = StandInServer(answers, name="demo-good"), StandInServer(answers, name="demo-new")
+    try:
+        good.start()
+        new.start()
+        stable = _dsd(api, name)["status"]["revisions"]["stable"]
+        _map(endpoints, name, stable, good)
+        _say(f"   revision {stable} is served by a real Triton at {good.http_address} (nvidia-pytriton)")
+        spec = _dsd(api, name)["spec"]
+        spec["rollout"]["analysis"]["interval"] = "2s"
+        kube.server_side_apply(
+            api,
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": spec},
+            "demo-user",
+            NAMESPACE,
+        )
+        _say("   analysis interval set to 2s (not part of the revision: no pod changes)")
+        _until(
+            "the revision verified",
+            lambda: (_dsd(api, name)["status"].get("revisions") or {}).get("verified"),
+        )
+        a = _dsd(api, name)["status"]["analysis"]
+        _say(
+            f"   verified: p99 {a['p99LatencyMs']} ms, error rate {a['errorRate']}, "
+            f"golden-set score {a['accuracy']}"
+        )
+        new.set_behaviour(latency_ms=800)
+        spec["model"]["revision"] = "v2"
+        kube.server_side_apply(
+            api,
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": spec},
+            "demo-user",
+            NAMESPACE,
+        )
+        canary = _until("a canary", lambda: (_dsd(api, name)["status"].get("revisions") or {}).get("canary"))
+        _map(endpoints, name, canary, new)
+        started = time.monotonic()
+        _say(
+            f"   checkpoint v2 -> canary {canary}, served by a Triton that now answers in 800 ms "
+            "(max p99 500 ms)"
+        )
+        rollback = _until("a rollback", lambda: _dsd(api, name)["status"].get("lastRollback"))
+        _say(
+            f"   rolled back after {time.monotonic() - started:.1f} s: {rollback['from']} -> {rollback['to']}"
+        )
+        _say(f"   reason: {rollback['reason']}")
+        time.sleep(1)
+        _say(_kubectl(cluster, "get", "dsd", name, "-n", NAMESPACE))
+        _say(
+            _kubectl(
+                cluster, "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={name}"
+            )
+        )
+        return True
+    except TimeoutError as e:
+        _say(f"   {e}")
+        return False
+    finally:
+        good.stop()
+        new.stop()
+
+
 def _deployments(api: Any) -> list[dict[str, Any]]:
     data = kube.request(api, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}")
     return list(data["items"])
@@ -79,8 +177,10 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
             _apply_docs(api, crd, None)
         time.sleep(2)  # Established
         log = cluster.workdir / "logs" / "operator.log"
+        endpoints = cluster.workdir / "endpoints.yaml"
+        endpoints.write_text("{}\n")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "deepseek_operator", "run"],
+            [sys.executable, "-m", "deepseek_operator", "run", "--endpoints", str(endpoints)],
             env=cluster.kubectl_env(),
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -137,6 +237,8 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
         ready = [i for i in _deployments(api) if (i.get("status") or {}).get("phase") == "Ready"]
         ok = len(ready) == len(samples)
         _say(f"== {len(ready)}/{len(samples)} samples Ready")
+        _say("== a rollout that goes wrong: r1-qwen-7b moves to checkpoint v2, whose answers are slow")
+        ok = _rollout_act(api, cluster, endpoints) and ok
         if keep:
             _say(f"KUBECONFIG={cluster.kubeconfig}")
             _say("the cluster and the operator stay up; Ctrl-C stops them")
