@@ -547,3 +547,45 @@ def test_autoscaled_promotion_keeps_the_count_the_hpa_reached(
     )
     time.sleep(6)
     assert r.workload_replicas(canary) == 3  # and the operator does not take it back
+
+
+def test_canary_whose_pods_crash_loop_is_rolled_back(rig: Rig, operator: Any) -> None:
+    r = rig.rollout(_body("crashloop"))
+    stable = r.first(rig.servers["good"])
+    r.body["spec"]["model"]["revision"] = "broken"
+    r.apply()
+    canary = r.wait(lambda: r.revisions().get("canary"), timeout=30, what="a canary")
+    selector = ",".join(f"{k}={v}" for k, v in names.revision_selector("crashloop", canary).items())
+    pod = r.wait(
+        lambda: next(iter(r.core.list_namespaced_pod(rig.namespace, label_selector=selector).items), None),
+        timeout=30,
+        what="the canary pod",
+    )
+    # What a kubelet reports for a container that keeps crashing (kwok plays no crashes itself).
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    r.core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        rig.namespace,
+        {
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "triton",
+                        "image": "nvcr.io/nvidia/tritonserver",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 5,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 2m40s"}},
+                    }
+                ],
+            }
+        },
+    )
+    rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=30, what="a rollback")
+    assert (rolled["from"], rolled["to"]) == (canary, stable)
+    assert "pods not starting" in rolled["reason"] and "CrashLoopBackOff" in rolled["reason"]

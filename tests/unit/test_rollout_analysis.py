@@ -74,3 +74,28 @@ def test_p99_nearest_rank() -> None:
 def test_model_and_inputs_per_runtime() -> None:
     assert an.model_inputs("tensorrt-llm") == ("ensemble", "max_tokens")
     assert an.model_inputs("pytorch") == ("tensorrt_llm", "sampling_param_max_tokens")
+
+
+def _pod(name: str, waiting: str | None, init: bool = False) -> dict[str, object]:
+    state = {"waiting": {"reason": waiting, "message": "back-off 40s"}} if waiting else {"running": {}}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return {
+        "metadata": {"name": name},
+        "status": {key: [{"name": "triton", "restartCount": 4, "state": state}]},
+    }
+
+
+def test_startup_failures_are_read_from_container_statuses() -> None:
+    assert an.startup_failure([_pod("a", None), _pod("b", "ContainerCreating")]) is None
+    found = an.startup_failure([_pod("a", None), _pod("b", "CrashLoopBackOff")])
+    assert found == "pod b container triton is in CrashLoopBackOff (restarts 4): back-off 40s"
+    assert an.startup_failure([_pod("c", "ImagePullBackOff", init=True)]) is not None
+
+
+def test_a_startup_failure_fails_the_analysis() -> None:
+    from deepseek_operator.rollout.decisions import Measurement, Thresholds, evaluate  # noqa: PLC0415
+
+    verdict, reasons = evaluate(
+        Measurement(startup_failure="pod b container triton is in CrashLoopBackOff"), Thresholds()
+    )
+    assert verdict == "Fail" and reasons[0].startswith("pods not starting: pod b")

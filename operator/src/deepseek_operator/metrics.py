@@ -11,7 +11,7 @@ ANALYSES = Counter(
 )
 ROLLBACKS = Counter(
     "deepseek_operator_rollbacks",
-    "Automatic rollbacks, by reason (latency, error-rate, accuracy) and role of the revision rolled back",
+    "Automatic rollbacks, by reason (latency, error-rate, accuracy, startup) and role of the revision",
     ["namespace", "name", "reason", "role"],
 )
 PROMOTIONS = Counter(
@@ -37,4 +37,6 @@ def reason_kinds(reasons: list[str] | tuple[str, ...]) -> list[str]:
             kinds.append("error-rate")
         elif r.startswith("golden-set"):
             kinds.append("accuracy")
+        elif r.startswith("pods not starting"):
+            kinds.append("startup")
     return sorted(set(kinds)) or ["other"]

@@ -49,6 +49,44 @@ ENDPOINTS_ENV = "DEEPSEEK_OPERATOR_ENDPOINTS"
 SMOKE_CASE = golden.GoldenCase(prompt="Reply with OK.", kind="contains", value="", max_tokens=8)
 
 
+# Container waiting reasons that mean a pod will not start by waiting longer.
+START_FAILURES = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def startup_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the revision's pods cannot start (a crash loop, an image that cannot be pulled), from
+    their container statuses; None when nothing says so (pure)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in START_FAILURES:
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                name = (pod.get("metadata") or {}).get("name")
+                return (
+                    f"pod {name} container {cs.get('name')} is in {waiting['reason']} "
+                    f"(restarts {cs.get('restartCount', 0)}){detail}"
+                )
+    return None
+
+
+@dataclass(frozen=True)
+class StartupFailure:
+    """The revision's pods cannot start: a verdict in itself."""
+
+    reason: str
+
+
 @dataclass(frozen=True)
 class Target:
     """Where one revision answers."""
@@ -81,8 +119,9 @@ def _in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
-def resolve_target(namespace: str, owner: str, revision: str) -> Target | str:
-    """The addresses of ``revision``'s ready pods, or why there are none (a sentence)."""
+def resolve_target(namespace: str, owner: str, revision: str) -> Target | StartupFailure | str:
+    """The addresses of ``revision``'s ready pods; a StartupFailure when they crash-loop or cannot
+    pull their image; else why there are none (a sentence)."""
     selector = ",".join(f"{k}={v}" for k, v in names.revision_selector(owner, revision).items())
     pods = kube.list_owned("v1", "Pod", namespace, selector)
     ips = sorted(
@@ -95,6 +134,8 @@ def resolve_target(namespace: str, owner: str, revision: str) -> Target | str:
         )
     )
     if not ips:
+        if failure := startup_failure(pods):
+            return StartupFailure(failure)
         return f"revision {revision} has no ready pods"
     mapped = _endpoints_file().get(f"{namespace}/{owner}/{revision}")
     if isinstance(mapped, dict) and mapped.get("http"):
@@ -257,6 +298,8 @@ def measure(
     """Analyse ``revision`` now: metrics first (so that this analysis's own requests are counted at
     the next one), then the golden set (or one unscored request when there is none)."""
     target = resolve_target(namespace, owner, revision)
+    if isinstance(target, StartupFailure):
+        return Measurement(startup_failure=target.reason), previous
     if isinstance(target, str):
         return Measurement(problems=(target,)), previous
     model, _ = model_inputs(runtime)
@@ -279,7 +322,7 @@ def score_only(
     """The golden-set score of ``revision`` (the baseline a canary is compared with), None when it
     cannot be reached."""
     target = resolve_target(namespace, owner, revision)
-    if isinstance(target, str):
+    if not isinstance(target, Target):
         return None
     results = send_cases(target, runtime, cases, request_timeout_s(spec))
     if not results or all(r.error is not None for r in results):

@@ -161,12 +161,15 @@ class Measurement:
     accuracy: float | None = None
     baseline_accuracy: float | None = None
     problems: tuple[str, ...] = ()  # why figures are missing (unreachable, malformed golden set, ...)
+    startup_failure: str = ""  # the pods cannot start (crash loop, image pull): a failure by itself
 
 
 def evaluate(m: Measurement, t: Thresholds) -> tuple[str, tuple[str, ...]]:
     """The verdict of one analysis and its reasons: Fail when any figure breaks its threshold,
     Inconclusive when nothing failed but a required figure is missing, else Pass."""
     fails: list[str] = []
+    if m.startup_failure:
+        fails.append(f"pods not starting: {m.startup_failure}")
     if m.p99_latency_ms is not None and m.p99_latency_ms > t.max_p99_latency_ms:
         fails.append(f"p99 latency {m.p99_latency_ms:.0f} ms > {t.max_p99_latency_ms:g} ms")
     if m.error_rate is not None and m.error_rate > t.max_error_rate:
