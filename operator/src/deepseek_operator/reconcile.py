@@ -360,8 +360,15 @@ def rollout_status(
             )
         )
     elif revs.canary and canary_obs is not None:
-        if (phase in ("Ready", "Degraded", "Deploying") and stable_obs.ready_replicas > 0) or not revs.stable:
+        if phase != "Failed":
             phase = "Canary"
+        serving = stable_obs.ready_replicas + canary_obs.ready_replicas
+        if stable_obs.desired_replicas == 0 and serving:
+            # The canary took the only stable replica's place (no free GPUs): it is what serves.
+            conds = [c for c in conds if c.type != "Ready"]
+            conds.append(
+                st.Condition("Ready", "True", "CanaryServing", f"{serving} replica(s) of the canary serving")
+            )
         mode = "replacing a stable replica (no free GPUs)" if revs.lent else "beside the stable replicas"
         conds = [c for c in conds if c.type != "Progressing"]
         conds.append(
