@@ -589,3 +589,19 @@ def test_canary_whose_pods_crash_loop_is_rolled_back(rig: Rig, operator: Any) ->
     rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=30, what="a rollback")
     assert (rolled["from"], rolled["to"]) == (canary, stable)
     assert "pods not starting" in rolled["reason"] and "CrashLoopBackOff" in rolled["reason"]
+
+
+def test_spec_back_at_the_stable_revision_aborts_the_canary(rig: Rig, operator: Any) -> None:
+    r = rig.rollout(_body("abort"))
+    stable = r.first(rig.servers["good"])
+    r.body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20
+    canary = r.change(rig.servers["new"])
+    r.wait(lambda: r.workload_replicas(canary) == 1, timeout=20, what="the canary running")
+    r.body["spec"]["model"]["revision"] = "main"
+    r.apply()
+    r.wait(lambda: r.revisions().get("canary") == "", timeout=20, what="the canary aborted")
+    r.wait(lambda: r.workload_replicas(canary) is None, timeout=20, what="the canary workload removed")
+    revs = r.revisions()
+    assert revs["stable"] == stable and revs["failed"] == []  # aborted, not failed: it may come back
+    assert r.events("CanaryAborted") and not r.status().get("lastRollback")
+    r.wait(lambda: r.traffic_revisions() == {stable}, timeout=20, what="traffic on the stable revision only")
