@@ -48,7 +48,7 @@ from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.api.spec import parse_duration
 from deepseek_operator.kube import client as kube
-from deepseek_operator.rollout.analysis import ENDPOINTS_ENV
+from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
 from deepseek_operator.sim.tools import repo_root
@@ -90,11 +90,9 @@ class Bench:
         raise SystemExit(f"{name}: timed out waiting for {what}: {json.dumps(self.status(name))[:2000]}")
 
     def map(self, name: str, revision: str, server: StandInServer) -> None:
-        data = yaml.safe_load(self.endpoints.read_text()) or {}
-        data[f"{NAMESPACE}/{name}/{revision}"] = {"http": server.http_address, "metrics": server.metrics_url}
-        tmp = self.endpoints.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(data))
-        tmp.replace(self.endpoints)
+        map_revision(
+            self.endpoints, f"{NAMESPACE}/{name}/{revision}", server.http_address, server.metrics_url
+        )
 
     def apply(self, name: str, checkpoint: str, standby: int, successes: int) -> None:
         body = {

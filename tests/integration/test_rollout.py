@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from prometheus_client import REGISTRY
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
-from deepseek_operator.rollout.analysis import ENDPOINTS_ENV
+from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
 from deepseek_operator.sim.testing import start_operator_process, wait_for
@@ -66,14 +65,7 @@ class Endpoints:
 
     def map(self, namespace: str, name: str, revision: str, server: StandInServer) -> None:
         with self.lock:
-            data = yaml.safe_load(self.path.read_text()) or {}
-            data[f"{namespace}/{name}/{revision}"] = {
-                "http": server.http_address,
-                "metrics": server.metrics_url,
-            }
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(yaml.safe_dump(data))
-            tmp.replace(self.path)
+            map_revision(self.path, f"{namespace}/{name}/{revision}", server.http_address, server.metrics_url)
 
 
 @pytest.fixture

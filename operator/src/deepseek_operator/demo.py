@@ -25,6 +25,7 @@ import yaml
 
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
+from deepseek_operator.rollout.analysis import map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.tools import repo_root, tool_path
 
@@ -70,11 +71,7 @@ def _until(what: str, get: Any, timeout: float = 60.0) -> Any:
 
 
 def _map(endpoints: Path, name: str, revision: str, server: Any) -> None:
-    data = yaml.safe_load(endpoints.read_text()) or {}
-    data[f"{NAMESPACE}/{name}/{revision}"] = {"http": server.http_address, "metrics": server.metrics_url}
-    tmp = endpoints.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data))
-    tmp.replace(endpoints)
+    map_revision(endpoints, f"{NAMESPACE}/{name}/{revision}", server.http_address, server.metrics_url)
 
 
 def _rollout_act(api: Any, cluster: SimCluster, endpoints: Path) -> bool:

@@ -334,7 +334,6 @@ def observe(body: dict[str, Any], revision: str, plan: Plan) -> st.Observed:
 def rollout_status(
     body: dict[str, Any],
     revs: Revisions,
-    stable_plan: Plan,
     stable_obs: st.Observed,
     canary_obs: st.Observed | None,
     plan_message: str,
@@ -455,15 +454,6 @@ def _retry_annotation(body: dict[str, Any]) -> str:
     return str(((body.get("metadata") or {}).get("annotations") or {}).get(names.RETRY_ANNOTATION) or "")
 
 
-def _blocked(revs: Revisions, desired: str) -> str:
-    if desired in revs.failed and desired != revs.stable:
-        return (
-            f"revision {desired} failed analysis and was rolled back; it is not retried until the spec "
-            f"changes or the annotation {names.RETRY_ANNOTATION} is set to a new value"
-        )
-    return ""
-
-
 def _phase_events(current: dict[str, Any], status: dict[str, Any]) -> list[Event]:
     if status.get("phase") and status["phase"] != current.get("phase"):
         return [("Normal", "Phase", f"phase {current.get('phase') or '-'} -> {status['phase']}")]
@@ -535,7 +525,7 @@ def _refresh(
     message = (
         _plan_message(desired_plan) if desired_plan else str((conds.get("Placed") or {}).get("message", ""))
     )
-    wanted = rollout_status(body, revs, stable_plan, stable_obs, canary_obs, message, blocked, now)
+    wanted = rollout_status(body, revs, stable_obs, canary_obs, message, blocked, now)
     if plan_changed:
         wanted.update(
             {
@@ -727,7 +717,13 @@ def tick(body: dict[str, Any], now: dt.datetime, analysis_only: bool = False) ->
                 Outcome(body=body)
                 if analysis_only
                 else _refresh(
-                    body, revs, records, None, _blocked(revs, _spec_revision(body, records)), stamp, events
+                    body,
+                    revs,
+                    records,
+                    None,
+                    decisions.blocked_message(revs, _spec_revision(body, records)),
+                    stamp,
+                    events,
                 )
             )
         _unrecorded_runs.pop(uid, None)
@@ -809,7 +805,7 @@ def tick(body: dict[str, Any], now: dt.datetime, analysis_only: bool = False) ->
     blocked = ""
     spec_revision = _spec_revision(body, records)
     if spec_revision:
-        blocked = _blocked(revs, spec_revision)
+        blocked = decisions.blocked_message(revs, spec_revision)
     return _refresh(body, revs, records, None, blocked, stamp, events)
 
 

@@ -103,6 +103,20 @@ def model_inputs(runtime: str) -> tuple[str, str]:
     )
 
 
+def map_revision(path: str | os.PathLike[str], key: str, http: str, metrics: str) -> None:
+    """Add (or replace) ``key`` (``namespace/name/revision``) in the endpoints file at ``path``,
+    atomically, so that an operator reading it meanwhile sees the old or the new file, never half."""
+    target = os.fspath(path)
+    data: dict[str, Any] = {}
+    if os.path.exists(target):
+        with open(target, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    data[key] = {"http": http, "metrics": metrics}
+    with open(target + ".tmp", "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f)
+    os.replace(target + ".tmp", target)
+
+
 def _endpoints_file() -> dict[str, Any]:
     path = os.environ.get(ENDPOINTS_ENV)
     if not path:

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from deepseek_operator.api.names import RETRY_ANNOTATION
+
 PASS, FAIL, INCONCLUSIVE = "Pass", "Fail", "Inconclusive"
 ROLE_STABLE, ROLE_CANARY, ROLE_STANDBY = "stable", "canary", "standby"
 MODE_ADD, MODE_REPLACE = "AddReplicas", "ReplaceReplica"
@@ -88,6 +90,16 @@ class Step:
     new_canary: bool = False  # a canary was started: the caller decides add vs replace
 
 
+def blocked_message(revs: Revisions, desired: str) -> str:
+    """Why ``desired`` is not started (it failed and was rolled back), or "" when it may start."""
+    if desired in revs.failed and desired != revs.stable:
+        return (
+            f"revision {desired} failed analysis and was rolled back; it is not retried until the "
+            f"spec changes or the annotation {RETRY_ANNOTATION} is set to a new value"
+        )
+    return ""
+
+
 def plan_step(current: Revisions, desired: str, retry: str = "") -> Step:
     """Move the rollout towards ``desired`` (the spec's revision).
 
@@ -105,11 +117,7 @@ def plan_step(current: Revisions, desired: str, retry: str = "") -> Step:
             events.append(("Normal", "Retry", f"retrying revision {desired}: the retry annotation is new"))
             revs = replace(revs, failed=tuple(r for r in revs.failed if r != desired))
         revs = replace(revs, retry=retry)
-    if desired in revs.failed and desired != revs.stable:
-        msg = (
-            f"revision {desired} failed analysis and was rolled back; it is not retried until the "
-            f"spec changes or the annotation serving.deepseek.ai/retry is set to a new value"
-        )
+    if msg := blocked_message(revs, desired):
         if revs.canary:
             events.append(("Normal", "CanaryAborted", f"canary {revs.canary} aborted: the spec changed"))
             revs = revs.moved(canary="", lent=0)
