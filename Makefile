@@ -13,7 +13,7 @@ help:
 	@echo "make test              lint, build the control-plane tools if needed, run unit + integration tests"
 	@echo "make test-unit         unit tests only (no cluster, no tools needed)"
 	@echo "make test-integration  integration tests only (real control plane)"
-	@echo "make lint              ruff and mypy (strict)"
+	@echo "make lint              ruff, mypy (strict) and the import-linter layer contracts"
 	@echo "make tools             build kube-apiserver, etcd, kwok, ... into the cache (once per version)"
 	@echo "make venv              create .venv with the project and its test/dev extras"
 
@@ -32,6 +32,7 @@ lint: venv
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: venv lint tools
 	$(BIN)/python -m pytest

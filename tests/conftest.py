@@ -1,3 +1,3 @@
-"""Shared fixtures: the simulated cluster and friends live in deepseek_operator.sim.testing."""
+"""Shared fixtures: the simulated cluster and friends live in tests/support/plugin.py."""
 
-pytest_plugins = ["deepseek_operator.sim.testing"]
+pytest_plugins = ["tests.support.plugin"]

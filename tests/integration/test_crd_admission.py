@@ -22,8 +22,8 @@ from kubernetes.client.exceptions import ApiException
 from deepseek_operator.api.constants import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.testing import wait_for
 from deepseek_operator.sim.tools import repo_root, tool_path
+from tests.support.plugin import wait_for
 
 # The smallest valid spec; every refused case changes it in one place.
 BASE: dict[str, Any] = {

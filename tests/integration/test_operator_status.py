@@ -10,9 +10,10 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from deepseek_operator.api.constants import FIELD_MANAGER, GROUP, KIND, PHASES, PLURAL, VERSION
-from deepseek_operator.sim.testing import Kubectl, wait_for
+from deepseek_operator.api.constants import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.api.types import Phase
 from deepseek_operator.sim.tools import repo_root
+from tests.support.plugin import Kubectl, wait_for
 
 
 def _sample() -> dict[str, Any]:
@@ -41,7 +42,7 @@ def _ready_condition(obj: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def test_operator_records_status_and_deletion_leaves_nothing(
-    kube_api: Any, namespace: str, operator: Any, kubectl: Kubectl
+    kube_api: Any, namespace: str, model_store: str, operator: Any, kubectl: Kubectl
 ) -> None:
     api, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
     applied = _sample()
@@ -67,7 +68,7 @@ def test_operator_records_status_and_deletion_leaves_nothing(
     ready = _ready_condition(obj)
     assert ready is not None and ready["observedGeneration"] == 1
     assert ready["status"] in ("True", "False") and ready["reason"] and ready["lastTransitionTime"]
-    assert obj["status"]["phase"] in PHASES
+    assert obj["status"]["phase"] in list(Phase)
     # What the user applied is exactly what they read back: the operator never writes spec.
     assert obj["spec"] == applied["spec"]
 

@@ -15,7 +15,7 @@ from kubernetes import client
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
-from deepseek_operator.sim.testing import wait_for
+from tests.support.plugin import wait_for
 
 
 def _apply(api: Any, namespace: str, doc: dict[str, Any]) -> None:

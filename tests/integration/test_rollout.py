@@ -8,6 +8,7 @@ nvidia-pytriton on the CPU) whose latency, error rate and answer quality each te
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -23,11 +24,12 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from deepseek_operator.api import names
+from deepseek_operator.api.clock import format_time
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
-from deepseek_operator.sim.testing import start_operator_process, wait_for
+from tests.support.plugin import start_operator_process, wait_for
 
 CASES = [
     ("What is 17 * 23? Answer with the number only.", {"contains": "391"}, "391"),
@@ -191,12 +193,8 @@ class Rollout:
 
     def traffic_revisions(self) -> set[str]:
         """Revisions of the pods the Service sends traffic to (ready and labelled)."""
-        selector = ",".join(
-            f"{k}={v}"
-            for k, v in {
-                **names.selector(self.name, names.COMPONENT_SERVING),
-                names.TRAFFIC_LABEL: names.TRAFFIC_ON,
-            }.items()
+        selector = names.label_selector(
+            {**names.selector(self.name, names.COMPONENT_SERVING), names.TRAFFIC_LABEL: names.TRAFFIC_ON}
         )
         pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
         return {
@@ -547,14 +545,14 @@ def test_canary_whose_pods_crash_loop_is_rolled_back(rig: Rig, operator: Any) ->
     r.body["spec"]["model"]["revision"] = "broken"
     r.apply()
     canary = r.wait(lambda: r.revisions().get("canary"), timeout=30, what="a canary")
-    selector = ",".join(f"{k}={v}" for k, v in names.revision_selector("crashloop", canary).items())
+    selector = names.label_selector(names.revision_selector("crashloop", canary))
     pod = r.wait(
         lambda: next(iter(r.core.list_namespaced_pod(rig.namespace, label_selector=selector).items), None),
         timeout=30,
         what="the canary pod",
     )
     # What a kubelet reports for a container that keeps crashing (kwok plays no crashes itself).
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = format_time(dt.datetime.now(dt.UTC))
     r.core.patch_namespaced_pod_status(
         pod.metadata.name,
         rig.namespace,

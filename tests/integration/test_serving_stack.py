@@ -20,8 +20,8 @@ from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.testing import Kubectl, start_operator_process, wait_for
 from deepseek_operator.sim.tools import repo_root
+from tests.support.plugin import Kubectl, start_operator_process, wait_for
 
 SAMPLES = sorted(
     p for p in (repo_root() / "manifests" / "samples").glob("*.yaml") if f"kind: {KIND}" in p.read_text()
@@ -69,7 +69,7 @@ def _children(api: Any, namespace: str, name: str) -> dict[str, list[dict[str, A
             api,
             "GET",
             f"{base}/namespaces/{namespace}/{plural}",
-            query=[("labelSelector", f"{names.DEPLOYMENT_LABEL}={name}")],
+            query=[("labelSelector", names.label_selector(names.owned_selector(name)))],
         )
         out[kind] = data["items"]
     return out
@@ -139,7 +139,7 @@ def test_sample_converges_with_owned_labelled_children(
     pods = (
         client.CoreV1Api(kube_api)
         .list_namespaced_pod(
-            namespace, label_selector=f"{names.DEPLOYMENT_LABEL}={name},app.kubernetes.io/component=serving"
+            namespace, label_selector=names.label_selector(names.selector(name, names.COMPONENT_SERVING))
         )
         .items
     )
@@ -180,7 +180,9 @@ def _seven_b() -> list[dict[str, Any]]:
 def _replica_sets(api: Any, namespace: str, name: str) -> list[Any]:
     return list(
         client.AppsV1Api(api)
-        .list_namespaced_replica_set(namespace, label_selector=f"{names.DEPLOYMENT_LABEL}={name}")
+        .list_namespaced_replica_set(
+            namespace, label_selector=names.label_selector(names.owned_selector(name))
+        )
         .items
     )
 

@@ -12,10 +12,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator.api.constants import GPU_COUNT_LABEL, GPU_RESOURCE, GPU_TAINT_KEY
+from deepseek_operator.builders.serving import GPU_TOLERATION
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.testing import Kubectl, wait_for
-
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+from tests.support.plugin import Kubectl, wait_for
 
 
 def _gpu_pod(name: str, gpus: int) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _gpu_pod(name: str, gpus: int) -> dict[str, Any]:
         "spec": {
             "tolerations": [GPU_TOLERATION],
             "containers": [
-                {"name": "main", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+                {"name": "main", "image": "busybox", "resources": {"limits": {GPU_RESOURCE: str(gpus)}}}
             ],
         },
     }
@@ -39,15 +39,15 @@ def test_reports_a_real_version(sim_cluster: SimCluster, kube_api: Any) -> None:
 
 def test_gpu_nodes_are_ready_with_gpus(kubectl: Kubectl) -> None:
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    gpu_nodes = {n["metadata"]["name"]: n for n in nodes if "nvidia.com/gpu" in n["status"]["allocatable"]}
+    gpu_nodes = {n["metadata"]["name"]: n for n in nodes if GPU_RESOURCE in n["status"]["allocatable"]}
     assert set(gpu_nodes) == {"gpu-h100-0", "gpu-h100-1", "gpu-a100-80gb-0", "gpu-h200-0"}
     for name, node in gpu_nodes.items():
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True", name
         expected = "4" if "a100" in name else "8"
-        assert node["status"]["allocatable"]["nvidia.com/gpu"] == expected
-        assert node["metadata"]["labels"]["nvidia.com/gpu.count"] == expected
-        assert node["spec"]["taints"][0]["key"] == "nvidia.com/gpu"
+        assert node["status"]["allocatable"][GPU_RESOURCE] == expected
+        assert node["metadata"]["labels"][GPU_COUNT_LABEL] == expected
+        assert node["spec"]["taints"][0]["key"] == GPU_TAINT_KEY
 
 
 def test_scheduler_places_gpu_pod_and_it_runs(kube_api: Any, namespace: str) -> None:
@@ -73,7 +73,7 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_pending(kube_api: Any, nam
 
     cond = wait_for(unschedulable, what="the scheduler's verdict")
     assert cond.reason == "Unschedulable"
-    assert "Insufficient nvidia.com/gpu" in cond.message
+    assert f"Insufficient {GPU_RESOURCE}" in cond.message
     assert core.read_namespaced_pod("sixteen-gpus", namespace).status.phase == "Pending"
 
 

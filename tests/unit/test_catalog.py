@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from deepseek_operator import catalog
 from deepseek_operator.api.spec import ModelSpec, parse_spec
 from deepseek_operator.errors import SpecError
+from deepseek_operator.planning import catalog
 
 ALL_IDS = sorted(catalog.CATALOG)
 MOE_IDS = [i for i in ALL_IDS if catalog.CATALOG[i].family == "moe"]

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deepseek_operator.api.constants import GPU_RESOURCE
 from deepseek_operator.errors import SpecError
 from deepseek_operator.sim.gpus import (
     GPU_PRODUCTS,
-    GPU_RESOURCE,
     KWOK_ANNOTATION,
     node_manifests,
     parse_gpu_spec,

@@ -6,15 +6,14 @@ from typing import Any
 
 import pytest
 
-from deepseek_operator import catalog
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.builders import serving
+from deepseek_operator.planning import catalog
 from deepseek_operator.planning import gpus as gpu_types
 from deepseek_operator.planning.inventory import build_inventory, gpus_requested_by_pod, node_info
 from deepseek_operator.planning.placement import Refusal, catalog_nodes, plan_placement, sizing_request
-from deepseek_operator.planning.plan import Plan
 from deepseek_operator.planning.sizing import size_options
-from deepseek_operator.planning.types import NodeInfo
+from deepseek_operator.planning.types import NodeInfo, Plan
 from deepseek_operator.sim.gpus import node_manifests, parse_gpu_spec
 
 

@@ -30,7 +30,7 @@ from deepseek_operator.builders.model_repository import (
     serving_model_name,
 )
 from deepseek_operator.errors import OperatorError
-from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import Plan
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "model_repository"
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepseek_operator.rollout import analysis as an
+from deepseek_operator.rollout import figures as an
 from deepseek_operator.rollout.golden import GoldenCase
 from deepseek_operator.rollout.probe import CaseResult, MetricsSample
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
+from deepseek_operator.api.types import CanaryMode, DecisionAction, Role, Verdict
 from deepseek_operator.rollout import decisions as d
 from deepseek_operator.rollout.decisions import Measurement, Revisions, Thresholds
 
@@ -21,9 +22,9 @@ T = Thresholds(
 )
 
 
-def _hist(revision: str, role: str, epoch: int, verdicts: str) -> list[dict[str, Any]]:
+def _hist(revision: str, role: Role, epoch: int, verdicts: str) -> list[dict[str, Any]]:
     """History from a string of P/F/I (oldest first)."""
-    names = {"P": d.PASS, "F": d.FAIL, "I": d.INCONCLUSIVE}
+    names = {"P": Verdict.PASS, "F": Verdict.FAIL, "I": Verdict.INCONCLUSIVE}
     reasons = {"F": ["p99 latency 812 ms > 500 ms"]}
     return [
         {
@@ -95,20 +96,32 @@ def test_a_broken_stable_with_nothing_to_fall_back_on_is_replaced_directly() -> 
 @pytest.mark.parametrize(
     ("m", "verdict", "needle"),
     [
-        (Measurement(p99_latency_ms=200, error_rate=0.0, requests=5), d.PASS, ""),
-        (Measurement(p99_latency_ms=812, error_rate=0.0, requests=5), d.FAIL, "p99 latency 812 ms > 500 ms"),
-        (Measurement(p99_latency_ms=100, error_rate=0.5, requests=4), d.FAIL, "error rate 0.500 > 0.05"),
-        (Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.5), d.FAIL, "< minScore 0.9"),
+        (Measurement(p99_latency_ms=200, error_rate=0.0, requests=5), Verdict.PASS, ""),
+        (
+            Measurement(p99_latency_ms=812, error_rate=0.0, requests=5),
+            Verdict.FAIL,
+            "p99 latency 812 ms > 500 ms",
+        ),
+        (
+            Measurement(p99_latency_ms=100, error_rate=0.5, requests=4),
+            Verdict.FAIL,
+            "error rate 0.500 > 0.05",
+        ),
+        (Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.5), Verdict.FAIL, "< minScore 0.9"),
         (
             Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.91, baseline_accuracy=1.0),
-            d.FAIL,
+            Verdict.FAIL,
             "dropped 0.090",
         ),
-        (Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.96, baseline_accuracy=1.0), d.PASS, ""),
-        (Measurement(problems=("revision b has no ready pods",)), d.INCONCLUSIVE, "no ready pods"),
-        (Measurement(p99_latency_ms=100), d.INCONCLUSIVE, "no requests"),
+        (
+            Measurement(p99_latency_ms=100, error_rate=0, accuracy=0.96, baseline_accuracy=1.0),
+            Verdict.PASS,
+            "",
+        ),
+        (Measurement(problems=("revision b has no ready pods",)), Verdict.INCONCLUSIVE, "no ready pods"),
+        (Measurement(p99_latency_ms=100), Verdict.INCONCLUSIVE, "no requests"),
         # A failing figure fails even while another figure is missing.
-        (Measurement(p99_latency_ms=900, problems=("golden set invalid",)), d.FAIL, "p99"),
+        (Measurement(p99_latency_ms=900, problems=("golden set invalid",)), Verdict.FAIL, "p99"),
     ],
 )
 def test_evaluate(m: Measurement, verdict: str, needle: str) -> None:
@@ -119,25 +132,25 @@ def test_evaluate(m: Measurement, verdict: str, needle: str) -> None:
 
 def test_a_golden_set_makes_accuracy_required() -> None:
     m = Measurement(p99_latency_ms=100, error_rate=0.0, requests=3)
-    assert d.evaluate(m, T)[0] == d.PASS
+    assert d.evaluate(m, T)[0] == Verdict.PASS
     with_golden = Thresholds(golden_set=True)
-    assert d.evaluate(m, with_golden) == (d.INCONCLUSIVE, ("no golden-set score",))
+    assert d.evaluate(m, with_golden) == (Verdict.INCONCLUSIVE, ("no golden-set score",))
 
 
 def test_exactly_max_drop_passes() -> None:
     m = Measurement(p99_latency_ms=1, error_rate=0, accuracy=0.95, baseline_accuracy=1.0)
-    assert d.evaluate(m, T)[0] == d.PASS
+    assert d.evaluate(m, T)[0] == Verdict.PASS
 
 
 # --- streaks and decide_rollout -------------------------------------------------------------------
 
 
 def test_streak_skips_inconclusive_and_other_epochs() -> None:
-    hist = _hist("b", "canary", 1, "FFF") + _hist("b", "canary", 2, "PIPF")
-    assert d.streak(hist, "b", "canary", 2) == (d.FAIL, 1)
-    assert d.streak(hist, "b", "canary", 1) == (d.FAIL, 3)
-    assert d.streak(_hist("b", "canary", 2, "FPIP"), "b", "canary", 2) == (d.PASS, 2)
-    assert d.streak([], "b", "canary", 2) == ("", 0)
+    hist = _hist("b", Role.CANARY, 1, "FFF") + _hist("b", Role.CANARY, 2, "PIPF")
+    assert d.streak(hist, "b", Role.CANARY, 2) == (Verdict.FAIL, 1)
+    assert d.streak(hist, "b", Role.CANARY, 1) == (Verdict.FAIL, 3)
+    assert d.streak(_hist("b", Role.CANARY, 2, "FPIP"), "b", Role.CANARY, 2) == (Verdict.PASS, 2)
+    assert d.streak([], "b", Role.CANARY, 2) == (None, 0)
 
 
 CANARY = Revisions(stable="a", canary="b", previous="z", epoch=7, verified=True, baseline_accuracy=0.97)
@@ -146,30 +159,30 @@ CANARY = Revisions(stable="a", canary="b", previous="z", epoch=7, verified=True,
 @pytest.mark.parametrize(
     ("verdicts", "action"),
     [
-        ("PP", "none"),
-        ("PPP", "promote"),
-        ("FPPP", "promote"),
-        ("FF", "none"),
-        ("FFF", "rollback"),
-        ("FIFIF", "rollback"),
-        ("FFPFF", "none"),
-        ("IIIIII", "none"),
+        ("PP", DecisionAction.NONE),
+        ("PPP", DecisionAction.PROMOTE),
+        ("FPPP", DecisionAction.PROMOTE),
+        ("FF", DecisionAction.NONE),
+        ("FFF", DecisionAction.ROLLBACK),
+        ("FIFIF", DecisionAction.ROLLBACK),
+        ("FFPFF", DecisionAction.NONE),
+        ("IIIIII", DecisionAction.NONE),
     ],
 )
-def test_canary_decisions(verdicts: str, action: str) -> None:
-    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, verdicts), T)
+def test_canary_decisions(verdicts: str, action: DecisionAction) -> None:
+    decision = d.decide_rollout(CANARY, _hist("b", Role.CANARY, 7, verdicts), T)
     assert decision.action == action
 
 
 def test_promotion_moves_canary_to_stable_and_keeps_the_old_stable_as_previous() -> None:
-    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, "PPP"), T)
+    decision = d.decide_rollout(CANARY, _hist("b", Role.CANARY, 7, "PPP"), T)
     new = decision.revisions
     assert (new.stable, new.canary, new.previous, new.verified) == ("b", "", "a", True)
     assert new.baseline_accuracy == 0.95 and new.epoch == 8
 
 
 def test_canary_rollback_marks_it_failed_and_keeps_stable() -> None:
-    decision = d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFF"), T)
+    decision = d.decide_rollout(CANARY, _hist("b", Role.CANARY, 7, "FFF"), T)
     new = decision.revisions
     assert (new.stable, new.canary, new.failed, new.previous) == ("a", "", ("b",), "z")
     assert (decision.rolled_back_from, decision.rolled_back_to) == ("b", "a")
@@ -178,45 +191,48 @@ def test_canary_rollback_marks_it_failed_and_keeps_stable() -> None:
 
 def test_without_auto_rollback_a_failing_canary_halts_once() -> None:
     manual = Thresholds(failure_limit=3, auto_rollback=False)
-    assert d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFF"), manual).action == "halt"
-    assert d.decide_rollout(CANARY, _hist("b", "canary", 7, "FFFF"), manual).action == "none"
+    assert d.decide_rollout(CANARY, _hist("b", Role.CANARY, 7, "FFF"), manual).action == DecisionAction.HALT
+    assert d.decide_rollout(CANARY, _hist("b", Role.CANARY, 7, "FFFF"), manual).action == DecisionAction.NONE
 
 
 def test_a_drifting_stable_rolls_back_to_previous() -> None:
     revs = Revisions(stable="b", previous="a", verified=True, epoch=9)
-    decision = d.decide_rollout(revs, _hist("b", "stable", 9, "PPPFFF"), T)
-    assert decision.action == "rollback"
+    decision = d.decide_rollout(revs, _hist("b", Role.STABLE, 9, "PPPFFF"), T)
+    assert decision.action == DecisionAction.ROLLBACK
     new = decision.revisions
     assert (new.stable, new.previous, new.failed) == ("a", "", ("b",))
 
 
 def test_a_first_deployment_that_fails_is_failed_with_nothing_to_roll_back_to() -> None:
     revs = Revisions(stable="a", epoch=1)
-    decision = d.decide_rollout(revs, _hist("a", "stable", 1, "FFF"), T)
-    assert decision.action == "fail"
+    decision = d.decide_rollout(revs, _hist("a", Role.STABLE, 1, "FFF"), T)
+    assert decision.action == DecisionAction.FAIL
     assert "no earlier revision" in decision.reason
     assert decision.revisions.failed == ("a",)
     # Once failed, nothing more is decided for it.
-    assert d.decide_rollout(decision.revisions, _hist("a", "stable", 2, "FFFF"), T).action == "none"
+    assert (
+        d.decide_rollout(decision.revisions, _hist("a", Role.STABLE, 2, "FFFF"), T).action
+        == DecisionAction.NONE
+    )
 
 
 def test_a_first_deployment_is_verified_after_the_passes() -> None:
-    decision = d.decide_rollout(Revisions(stable="a", epoch=1), _hist("a", "stable", 1, "PPP"), T)
-    assert decision.action == "verify" and decision.revisions.verified
+    decision = d.decide_rollout(Revisions(stable="a", epoch=1), _hist("a", Role.STABLE, 1, "PPP"), T)
+    assert decision.action == DecisionAction.VERIFY and decision.revisions.verified
     assert decision.revisions.baseline_accuracy == 0.95
     # A verified stable that drifts with no previous revision halts (stays serving, says so).
-    halted = d.decide_rollout(decision.revisions, _hist("a", "stable", 1, "PPPFFF"), T)
-    assert halted.action == "halt"
+    halted = d.decide_rollout(decision.revisions, _hist("a", Role.STABLE, 1, "PPPFFF"), T)
+    assert halted.action == DecisionAction.HALT
 
 
 @given(hs.text(alphabet="PFI", max_size=12))
 def test_decisions_are_deterministic_and_never_roll_back_without_enough_failures(verdicts: str) -> None:
-    hist = _hist("b", "canary", 7, verdicts)
+    hist = _hist("b", Role.CANARY, 7, verdicts)
     first = d.decide_rollout(CANARY, hist, T)
     assert first == d.decide_rollout(CANARY, hist, T)
-    if first.action == "rollback":
+    if first.action == DecisionAction.ROLLBACK:
         assert verdicts.replace("I", "").endswith("FFF")
-    if first.action == "promote":
+    if first.action == DecisionAction.PROMOTE:
         assert verdicts.replace("I", "").endswith("PPP")
 
 
@@ -239,9 +255,9 @@ def test_workloads_stable_canary_and_standby() -> None:
     revs = Revisions(stable="b", canary="c", previous="a")
     got = d.plan_workloads(revs, replicas=3, canary_replicas=1, standby_replicas=1)
     assert got == [
-        d.Workload("b", "stable", 3, True),
-        d.Workload("c", "canary", 1, True),
-        d.Workload("a", "standby", 1, False),
+        d.Workload("b", Role.STABLE, 3, True),
+        d.Workload("c", Role.CANARY, 1, True),
+        d.Workload("a", Role.STANDBY, 1, False),
     ]
 
 
@@ -255,6 +271,6 @@ def test_replace_mode_takes_stable_replicas_and_hpa_keeps_its_count() -> None:
 def test_status_round_trip() -> None:
     revs = Revisions("a", "b", "z", ("x",), 1, "r", True, 0.9, 5)
     raw = revs.to_status()
-    assert raw["canaryMode"] == d.MODE_REPLACE
+    assert raw["canaryMode"] == CanaryMode.REPLACE_REPLICA
     assert Revisions.from_status(raw) == revs
     assert Revisions.from_status(None) == Revisions()

@@ -9,7 +9,7 @@ from typing import Any
 from deepseek_operator.api import names
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.builders import serving
-from deepseek_operator.planning.plan import plan_deployment
+from deepseek_operator.planning.placement import plan_deployment
 from deepseek_operator.rollout import revisions as rec
 
 OWNER = {"metadata": {"name": "r1", "namespace": "llm", "uid": "00000000-0000-0000-0000-000000000001"}}

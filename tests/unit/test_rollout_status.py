@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepseek_operator.reconcile import rollout_status
+from deepseek_operator.reconcile.report import rollout_status
 from deepseek_operator.rollout.decisions import Revisions
 from deepseek_operator.status import Observed
 
@@ -28,7 +28,7 @@ def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_canary_beside_stable() -> None:
     revs = Revisions(stable="a", canary="b", epoch=2)
-    status = rollout_status(BODY, revs, running(2, 2), running(1, 1), "plan", "", NOW)
+    status = rollout_status(BODY, revs, (running(2, 2), running(1, 1)), (None, None), "plan", "", NOW)
     assert status["phase"] == "Canary" and (status["replicas"], status["readyReplicas"]) == (3, 3)
     c = conds(status)
     assert (
@@ -39,7 +39,7 @@ def test_canary_beside_stable() -> None:
 
 def test_canary_in_the_place_of_the_only_stable_replica_still_serves() -> None:
     revs = Revisions(stable="a", canary="b", lent=1, epoch=2)
-    status = rollout_status(BODY, revs, running(0, 0), running(1, 1), "plan", "", NOW)
+    status = rollout_status(BODY, revs, (running(0, 0), running(1, 1)), (None, None), "plan", "", NOW)
     c = conds(status)
     assert status["phase"] == "Canary"
     assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("True", "CanaryServing")
@@ -52,7 +52,9 @@ def test_rolled_back_revision_named_by_the_spec() -> None:
         "status": {"lastRollback": {"from": "b", "to": "a", "reason": "p99 latency 812 ms > 500 ms"}},
     }
     revs = Revisions(stable="a", failed=("b",), epoch=3)
-    status = rollout_status(body, revs, running(2, 2), None, "plan", "revision b failed analysis", NOW)
+    status = rollout_status(
+        body, revs, (running(2, 2), None), (None, None), "plan", "revision b failed analysis", NOW
+    )
     c = conds(status)
     assert status["phase"] == "RolledBack"
     assert c["RolledBack"]["status"] == "True" and "812 ms" in c["RolledBack"]["message"]
@@ -62,7 +64,7 @@ def test_rolled_back_revision_named_by_the_spec() -> None:
 def test_first_deployment_that_failed_analysis() -> None:
     body = {**BODY, "status": {"analysis": {"message": "p99 latency 900 ms > 500 ms"}}}
     revs = Revisions(stable="a", failed=("a",), epoch=2)
-    status = rollout_status(body, revs, running(2, 2), None, "plan", "", NOW)
+    status = rollout_status(body, revs, (running(2, 2), None), (None, None), "plan", "", NOW)
     c = conds(status)
     assert status["phase"] == "Failed"
     assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "AnalysisFailed")

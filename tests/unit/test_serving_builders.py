@@ -13,7 +13,8 @@ from deepseek_operator.api import names
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.builders import serving
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning.plan import Plan, plan_deployment
+from deepseek_operator.planning.placement import plan_deployment
+from deepseek_operator.planning.types import Plan
 
 OWNER = {
     "apiVersion": "serving.deepseek.ai/v1alpha1",
@@ -218,12 +219,19 @@ def test_service_and_pdb() -> None:
     svc = serving.build_service(OWNER, spec)
     assert svc["spec"]["type"] == "NodePort"
     assert [p["port"] for p in svc["spec"]["ports"]] == [8000, 8001, 8002]
-    pdb = serving.build_pdb(OWNER)
+    pdb = serving.build_pdb(OWNER, "abc123")
     assert pdb["spec"]["maxUnavailable"] == 1
-    # The PDB covers every serving pod; the Service only those labelled for traffic (never a standby).
-    assert {**pdb["spec"]["selector"]["matchLabels"], names.TRAFFIC_LABEL: names.TRAFFIC_ON} == svc["spec"][
-        "selector"
-    ]
+    # The PDB covers the stable revision's pods only (a canary's or standby's pods whose ReplicaSet
+    # goes away must not make the disruption controller warn); the Service the pods labelled for
+    # traffic (never a standby).
+    selected = pdb["spec"]["selector"]["matchLabels"]
+    assert selected == {
+        **names.selector(OWNER["metadata"]["name"], names.COMPONENT_SERVING),
+        names.REVISION_LABEL: "abc123",
+    }
+    assert {k: v for k, v in selected.items() if k != names.REVISION_LABEL} | {
+        names.TRAFFIC_LABEL: names.TRAFFIC_ON
+    } == svc["spec"]["selector"]
 
 
 def test_hpa_only_with_autoscaling_and_then_replicas_are_left_to_it() -> None:

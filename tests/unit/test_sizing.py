@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from deepseek_operator import catalog
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning import sizing
+from deepseek_operator.planning import catalog, sizing
 from deepseek_operator.planning.gpus import GPU_TYPES, gpu_type
 from deepseek_operator.planning.sizing import (
     best_option,

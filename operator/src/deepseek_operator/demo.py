@@ -11,6 +11,7 @@ everything (unless ``--keep``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.api.constants import GPU_COUNT_LABEL, GPU_PRODUCT_LABEL, GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.api.types import Phase
 from deepseek_operator.kube import client as kube
 from deepseek_operator.rollout.analysis import map_revision
 from deepseek_operator.sim.cluster import SimCluster
@@ -76,11 +78,8 @@ def _map(endpoints: Path, name: str, revision: str, server: Any) -> None:
 
 def _rollout_act(api: Any, cluster: SimCluster, endpoints: Path) -> bool:
     """r1-qwen-7b: a good revision verified by analysis, then a slow checkpoint rolled back."""
-    try:
-        from deepseek_operator.sim.standin import StandInServer  # noqa: PLC0415 - needs the test extra
-    except ImportError:
-        _say("   (skipped: nvidia-pytriton is not installed; `make demo` installs it)")
-        return True
+    from deepseek_operator.sim.standin import StandInServer  # noqa: PLC0415 - needs the sim extra
+
     name = "r1-qwen-7b"
     cm = kube.request(api, "GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{name}-golden")
     cases = [json.loads(line) for line in cm["data"]["golden.jsonl"].splitlines() if line.strip()]
@@ -152,7 +151,13 @@ def _deployments(api: Any) -> list[dict[str, Any]]:
 
 
 def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) -> int:
-    """Run the demo; returns the process exit code (0: every sample reached Ready)."""
+    """Run the demo; returns the process exit code (0: every sample reached Ready, 2: pytriton missing)."""
+    if importlib.util.find_spec("pytriton") is None:
+        print(
+            "error: the demo's stand-in Triton needs nvidia-pytriton: pip install 'deepseek-operator[sim]'",
+            file=sys.stderr,
+        )
+        return 2
     root = repo_root()
     samples = sorted(
         p for p in (root / "manifests" / "samples").glob("*.yaml") if f"kind: {KIND}" in p.read_text()
@@ -164,7 +169,7 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
     operator: subprocess.Popen[bytes] | None = None
     try:
         _say(f"   ready in {time.monotonic() - started:.1f} s: KUBECONFIG={cluster.kubeconfig}")
-        _say(_kubectl(cluster, "get", "nodes", "-L", "nvidia.com/gpu.product", "-L", "nvidia.com/gpu.count"))
+        _say(_kubectl(cluster, "get", "nodes", "-L", GPU_PRODUCT_LABEL, "-L", GPU_COUNT_LABEL))
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         kube.reset_api_client()
         api = cluster.api_client()
@@ -184,6 +189,7 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
         )
         kube.request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
         _apply_docs(api, root / "manifests" / "samples" / "model-store-pvc.yaml", NAMESPACE)
+        _apply_docs(api, root / "manifests" / "samples" / "hf-token-secret.yaml", NAMESPACE)
 
         _say(
             f"== applying {len(samples)} samples to namespace {NAMESPACE}: "
@@ -196,7 +202,7 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
         while time.monotonic() < deadline:
             items = _deployments(api)
             phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items}
-            if len(items) == len(samples) and all(p == "Ready" for p in phases.values()):
+            if len(items) == len(samples) and all(p == Phase.READY for p in phases.values()):
                 break
             time.sleep(1)
         _say(f"== after {time.monotonic() - started:.0f} s:")
@@ -231,7 +237,7 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
         )
         _say("   " + (proc.stderr or proc.stdout).strip())
 
-        ready = [i for i in _deployments(api) if (i.get("status") or {}).get("phase") == "Ready"]
+        ready = [i for i in _deployments(api) if (i.get("status") or {}).get("phase") == Phase.READY]
         ok = len(ready) == len(samples)
         _say(f"== {len(ready)}/{len(samples)} samples Ready")
         _say("== a rollout that goes wrong: r1-qwen-7b moves to checkpoint v2, whose answers are slow")

@@ -25,18 +25,3 @@ DRIFT_TO_ROLLBACK = Histogram(
     ["namespace", "name"],
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
 )
-
-
-def reason_kinds(reasons: list[str] | tuple[str, ...]) -> list[str]:
-    """The metric label of each failure reason (latency, error-rate, accuracy)."""
-    kinds = []
-    for r in reasons:
-        if r.startswith("p99"):
-            kinds.append("latency")
-        elif r.startswith("error rate"):
-            kinds.append("error-rate")
-        elif r.startswith("golden-set"):
-            kinds.append("accuracy")
-        elif r.startswith("pods not starting"):
-            kinds.append("startup")
-    return sorted(set(kinds)) or ["other"]

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deepseek_operator import catalog
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.errors import SpecError
+from deepseek_operator.planning import catalog
 from deepseek_operator.planning import gpus as gpu_types
 from deepseek_operator.planning.placement import CATALOG_GPUS, Refusal, plan_placement, sizing_request
 from deepseek_operator.planning.sizing import size_options

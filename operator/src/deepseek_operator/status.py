@@ -8,13 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deepseek_operator.api.types import ConditionStatus, ConditionType, Phase
+
 
 @dataclass(frozen=True)
 class Condition:
     """One status condition as the caller wants it to be now."""
 
-    type: str
-    status: str  # "True" | "False" | "Unknown"
+    type: ConditionType
+    status: ConditionStatus
     reason: str
     message: str
 
@@ -33,7 +35,7 @@ def merge_conditions(
         old = by_type.get(cond.type)
         transition = old.get("lastTransitionTime") if old and old.get("status") == cond.status else None
         entry: dict[str, Any] = {
-            "type": cond.type,
+            "type": str(cond.type),
             "status": cond.status,
             "reason": cond.reason,
             "message": cond.message,
@@ -66,60 +68,75 @@ class Observed:
     engine_failed: str | None = None  # why the build Job failed
 
 
-def compute_phase_and_conditions(observed: Observed, plan_message: str) -> tuple[str, list[Condition]]:
-    """Phase and the Placed / EngineReady / Progressing / Ready conditions from what was observed."""
-    conds = [Condition("Placed", "True", "Planned", plan_message)]
-    if observed.engine_needed:
-        if observed.engine_failed:
-            conds.append(Condition("EngineReady", "False", "BuildFailed", observed.engine_failed))
-        elif observed.engine_succeeded:
-            conds.append(Condition("EngineReady", "True", "Built", "the TensorRT engine is in the cache"))
-        else:
-            conds.append(Condition("EngineReady", "False", "Building", "the engine build Job is running"))
-    else:
-        conds.append(
-            Condition("EngineReady", "True", "NotNeeded", "the PyTorch path loads the checkpoint directly")
+def _engine_condition(observed: Observed) -> Condition:
+    if not observed.engine_needed:
+        return Condition(
+            ConditionType.ENGINE_READY, "True", "NotNeeded", "the PyTorch path loads the checkpoint directly"
         )
+    if observed.engine_failed:
+        return Condition(ConditionType.ENGINE_READY, "False", "BuildFailed", observed.engine_failed)
+    if observed.engine_succeeded:
+        return Condition(ConditionType.ENGINE_READY, "True", "Built", "the TensorRT engine is in the cache")
+    return Condition(ConditionType.ENGINE_READY, "False", "Building", "the engine build Job is running")
 
-    rolled_out = (
+
+def _rolled_out(observed: Observed) -> bool:
+    """Every serving replica runs the current revision, as the Deployment controller reports."""
+    return (
         observed.deployment_found
         and observed.deployment_generation_observed
         and observed.updated_replicas >= observed.desired_replicas
         and observed.replicas == observed.updated_replicas
     )
-    if observed.deployment_failed:
-        conds.append(
-            Condition("Progressing", "False", "ProgressDeadlineExceeded", observed.deployment_failed)
-        )
-    elif rolled_out:
-        conds.append(
-            Condition("Progressing", "False", "RolledOut", "every serving replica runs the current revision")
-        )
-    else:
-        conds.append(Condition("Progressing", "True", "RollingOut", "serving replicas are being updated"))
 
+
+def _progressing_condition(observed: Observed, rolled_out: bool) -> Condition:
+    if observed.deployment_failed:
+        return Condition(
+            ConditionType.PROGRESSING, "False", "ProgressDeadlineExceeded", observed.deployment_failed
+        )
+    if rolled_out:
+        return Condition(
+            ConditionType.PROGRESSING, "False", "RolledOut", "every serving replica runs the current revision"
+        )
+    return Condition(ConditionType.PROGRESSING, "True", "RollingOut", "serving replicas are being updated")
+
+
+def _phase_and_ready(observed: Observed, rolled_out: bool) -> tuple[Phase, Condition]:
+    """The phase and the Ready condition: the first blocker (engine, deadline) wins."""
     ready_msg = f"{observed.ready_replicas}/{observed.desired_replicas} serving replicas ready"
     if observed.engine_failed:
-        phase = "Failed"
-        conds.append(Condition("Ready", "False", "EngineBuildFailed", observed.engine_failed))
-    elif observed.engine_needed and not observed.engine_succeeded:
-        phase = "Building"
-        conds.append(Condition("Ready", "False", "EngineBuilding", f"waiting for the engine; {ready_msg}"))
-    elif observed.deployment_failed:
-        phase = "Failed" if observed.ready_replicas == 0 else "Degraded"
-        conds.append(Condition("Ready", "False", "ProgressDeadlineExceeded", observed.deployment_failed))
-    elif (
-        observed.desired_replicas > 0 and observed.ready_replicas >= observed.desired_replicas and rolled_out
-    ):
-        phase = "Ready"
-        conds.append(Condition("Ready", "True", "Serving", ready_msg))
-    elif observed.desired_replicas == 0 and observed.deployment_found:
-        phase = "Ready"
-        conds.append(Condition("Ready", "True", "ScaledToZero", "replicas is 0: nothing to serve"))
-    elif observed.ready_replicas > 0:
-        phase = "Deploying" if not rolled_out else "Degraded"
-        conds.append(Condition("Ready", "True", "PartiallyServing", ready_msg))
-    else:
-        phase = "Deploying"
-        conds.append(Condition("Ready", "False", "Starting", ready_msg))
-    return phase, conds
+        return Phase.FAILED, Condition(
+            ConditionType.READY, "False", "EngineBuildFailed", observed.engine_failed
+        )
+    if observed.engine_needed and not observed.engine_succeeded:
+        return Phase.BUILDING, Condition(
+            ConditionType.READY, "False", "EngineBuilding", f"waiting for the engine; {ready_msg}"
+        )
+    if observed.deployment_failed:
+        phase = Phase.FAILED if observed.ready_replicas == 0 else Phase.DEGRADED
+        return phase, Condition(
+            ConditionType.READY, "False", "ProgressDeadlineExceeded", observed.deployment_failed
+        )
+    if observed.desired_replicas > 0 and observed.ready_replicas >= observed.desired_replicas and rolled_out:
+        return Phase.READY, Condition(ConditionType.READY, "True", "Serving", ready_msg)
+    if observed.desired_replicas == 0 and observed.deployment_found:
+        return Phase.READY, Condition(
+            ConditionType.READY, "True", "ScaledToZero", "replicas is 0: nothing to serve"
+        )
+    if observed.ready_replicas > 0:
+        phase = Phase.DEPLOYING if not rolled_out else Phase.DEGRADED
+        return phase, Condition(ConditionType.READY, "True", "PartiallyServing", ready_msg)
+    return Phase.DEPLOYING, Condition(ConditionType.READY, "False", "Starting", ready_msg)
+
+
+def compute_phase_and_conditions(observed: Observed, plan_message: str) -> tuple[Phase, list[Condition]]:
+    """Phase and the Placed / EngineReady / Progressing / Ready conditions from what was observed."""
+    rolled_out = _rolled_out(observed)
+    phase, ready = _phase_and_ready(observed, rolled_out)
+    return phase, [
+        Condition(ConditionType.PLACED, "True", "Planned", plan_message),
+        _engine_condition(observed),
+        _progressing_condition(observed, rolled_out),
+        ready,
+    ]

@@ -25,23 +25,22 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 MANAGED_BY = "deepseek-operator"
 
-# Condition types of the contract.
-COND_READY = "Ready"
-COND_PLACED = "Placed"
-COND_ENGINE_READY = "EngineReady"
-COND_PROGRESSING = "Progressing"
-COND_ANALYSIS_PASSING = "AnalysisPassing"
-COND_ROLLED_BACK = "RolledBack"
+# NVIDIA's device plugin and GPU Feature Discovery (GFD): the resource, the taint on GPU
+# nodes, and the node labels placement reads (and the simulated cluster writes).
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+GPU_FAMILY_LABEL = "nvidia.com/gpu.family"
+GPU_COMPUTE_MAJOR_LABEL = "nvidia.com/gpu.compute.major"
+GPU_COMPUTE_MINOR_LABEL = "nvidia.com/gpu.compute.minor"
+GPU_REPLICAS_LABEL = "nvidia.com/gpu.replicas"  # > 1: the GPU is shared (time-slicing, MPS)
+GPU_SHARING_LABEL = "nvidia.com/gpu.sharing-strategy"
 
-# Phases of the contract.
-PHASES = (
-    "Pending",
-    "Placing",
-    "Building",
-    "Deploying",
-    "Canary",
-    "Ready",
-    "Degraded",
-    "RolledBack",
-    "Failed",
-)
+# LeaderWorkerSet (multi-node replicas), https://lws.sigs.k8s.io
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+LWS_KIND = "LeaderWorkerSet"
+LWS_PLURAL = "leaderworkersets"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from deepseek_operator.api import constants as c
@@ -83,6 +84,21 @@ def selector(owner: str, component: str) -> dict[str, str]:
 def revision_selector(owner: str, revision: str) -> dict[str, str]:
     """The labels that select the serving pods of one revision of ``owner``."""
     return {**selector(owner, COMPONENT_SERVING), REVISION_LABEL: revision}
+
+
+def owned_selector(owner: str) -> dict[str, str]:
+    """The label that selects every child of ``owner``, whatever its component."""
+    return {DEPLOYMENT_LABEL: owner}
+
+
+def managed_selector() -> dict[str, str]:
+    """The label that selects everything the operator manages, in every namespace."""
+    return {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+
+
+def label_selector(match: Mapping[str, str]) -> str:
+    """``match`` as the ``labelSelector`` query of a list or watch: ``k1=v1,k2=v2`` (equality only)."""
+    return ",".join(f"{key}={value}" for key, value in match.items())
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:

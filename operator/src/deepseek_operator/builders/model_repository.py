@@ -37,7 +37,7 @@ import jinja2
 
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import OperatorError
-from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import Plan
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 

@@ -14,12 +14,11 @@ import shlex
 from typing import Any
 
 from deepseek_operator.api import names
+from deepseek_operator.api.constants import LWS_API_VERSION, LWS_KIND
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.builders import serving
-from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import Plan
 
-LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
-LWS_KIND = "LeaderWorkerSet"
 LEADER_PORT = 8000
 
 

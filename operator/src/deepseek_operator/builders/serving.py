@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepseek_operator.api import names
+from deepseek_operator.api.constants import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT_KEY,
+    LWS_API_VERSION,
+    LWS_WORKER_INDEX_LABEL,
+)
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import Plan
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_MOUNT = "/models"  # the model source volume (read-only in serving pods)
@@ -25,9 +32,7 @@ CONFIG_MOUNT = "/etc/deepseek/triton-config"  # the generated configs (ConfigMap
 CREDENTIALS_MOUNT = "/var/run/secrets/deepseek/model"
 ENGINE_CACHE_DIR = ".deepseek-operator/engines"
 TRITON_USER = 1000  # triton-server, the non-root user of NVIDIA's Triton images
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -463,9 +468,6 @@ def revision_metadata(owner: dict[str, Any], name: str, revision: str) -> dict[s
     return meta
 
 
-LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
-
-
 def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool = False) -> dict[str, Any]:
     """The Service in front of the serving pods that take traffic (those the operator labels: the
     stable and canary revisions, never a warm standby): http 8000, grpc 8001, metrics 8002
@@ -496,8 +498,14 @@ def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool
     }
 
 
-def build_pdb(owner: dict[str, Any]) -> dict[str, Any]:
-    """A PodDisruptionBudget letting voluntary disruptions take one serving pod at a time."""
+def build_pdb(owner: dict[str, Any], stable: str) -> dict[str, Any]:
+    """A PodDisruptionBudget letting voluntary disruptions take one pod of the stable revision
+    ``stable`` at a time.
+
+    It selects the stable revision only: with ``maxUnavailable`` the disruption controller looks
+    up the controller of every selected pod, and a canary's or standby's pods whose ReplicaSet is
+    being removed would make it warn ``CalculateExpectedPodCountFailed`` at every rollout.
+    """
     name = owner["metadata"]["name"]
     return {
         "apiVersion": "policy/v1",
@@ -505,7 +513,7 @@ def build_pdb(owner: dict[str, Any]) -> dict[str, Any]:
         "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": names.selector(name, names.COMPONENT_SERVING)},
+            "selector": {"matchLabels": names.revision_selector(name, stable)},
         },
     }
 
@@ -605,6 +613,9 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
                 },
                 "volumeMounts": mounts,
                 "securityContext": _container_security(),
+                # A failed build leaves the tail of its log in the pod's status (the kubelet copies
+                # it when no termination message was written), so status can quote it.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
         "volumes": volumes,
@@ -653,7 +664,7 @@ def build_hpa(
         "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
         "spec": {
             "scaleTargetRef": {
-                "apiVersion": "apps/v1" if workload_kind == "Deployment" else "leaderworkerset.x-k8s.io/v1",
+                "apiVersion": "apps/v1" if workload_kind == "Deployment" else LWS_API_VERSION,
                 "kind": workload_kind,
                 "name": target,
             },

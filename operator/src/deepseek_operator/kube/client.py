@@ -17,7 +17,16 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from deepseek_operator.api.constants import API_VERSION, FIELD_MANAGER, KIND
+from deepseek_operator.api.clock import format_time
+from deepseek_operator.api.constants import (
+    API_VERSION,
+    FIELD_MANAGER,
+    KIND,
+    LWS_API_VERSION,
+    LWS_KIND,
+    LWS_PLURAL,
+    PLURAL,
+)
 from deepseek_operator.errors import OperatorError, SpecError, TransientError
 
 # (apiVersion, kind) -> plural resource name, for the kinds the operator writes or reads.
@@ -26,14 +35,15 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
-    ("serving.deepseek.ai/v1alpha1", "DeepSeekDeployment"): "deepseekdeployments",
+    ("v1", "Secret"): "secrets",
+    (API_VERSION, KIND): PLURAL,
     ("apps/v1", "Deployment"): "deployments",
     ("apps/v1", "ReplicaSet"): "replicasets",
     ("apps/v1", "ControllerRevision"): "controllerrevisions",
     ("batch/v1", "Job"): "jobs",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkersets",
+    (LWS_API_VERSION, LWS_KIND): LWS_PLURAL,
 }
 
 
@@ -53,6 +63,8 @@ def api_client() -> Any:
                 config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException:
                 config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
+            # Room for every informer's open watch plus the reconcile workers' requests.
+            cfg.connection_pool_maxsize = 32
             _Shared.api = client.ApiClient(configuration=cfg)
         return _Shared.api
 
@@ -208,15 +220,16 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
 SCALE_FIELD_MANAGER = f"{FIELD_MANAGER}-scale"
 
 
-def apply_scale(api_version: str, kind: str, namespace: str, name: str, replicas: int) -> None:
-    """Set ``spec.replicas`` of a workload under the scale field manager (no write when equal)."""
+def apply_scale(api_version: str, kind: str, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    """Set ``spec.replicas`` of a workload under the scale field manager (no write when equal);
+    returns the workload as stored."""
     obj = {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"replicas": replicas},
     }
-    _call(
+    result = _call(
         "PATCH",
         resource_path(api_version, kind, namespace, name),
         f"scale {kind} {namespace}/{name} to {replicas}",
@@ -224,6 +237,7 @@ def apply_scale(api_version: str, kind: str, namespace: str, name: str, replicas
         query=[("fieldManager", SCALE_FIELD_MANAGER), ("force", "true")],
         content_type="application/apply-patch+yaml",
     )
+    return result if isinstance(result, dict) else {}
 
 
 def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -243,11 +257,13 @@ def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-def patch_labels(api_version: str, kind: str, namespace: str, name: str, labels: dict[str, Any]) -> None:
-    """Merge ``labels`` into an object's labels (a None value removes the label); an object that is
-    gone meanwhile is fine."""
+def patch_labels(
+    api_version: str, kind: str, namespace: str, name: str, labels: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Merge ``labels`` into an object's labels (a None value removes the label); returns the object
+    as stored, or None when it is gone meanwhile (that is fine)."""
     try:
-        request(
+        result = request(
             api_client(),
             "PATCH",
             resource_path(api_version, kind, namespace, name),
@@ -257,6 +273,8 @@ def patch_labels(api_version: str, kind: str, namespace: str, name: str, labels:
     except ApiException as e:
         if e.status != 404:
             raise _map_error(e, f"label {kind} {namespace}/{name}") from e
+        return None
+    return result if isinstance(result, dict) else None
 
 
 _log = logging.getLogger(__name__)
@@ -270,7 +288,7 @@ def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> No
     and every event behind it, such as a rollback's, waits.
     """
     meta = body["metadata"]
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = format_time(dt.datetime.now(dt.UTC))
     event = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -1,5 +1,5 @@
-"""Planning: what a model needs and where it goes (pure functions)."""
+"""Planning: what a model needs and where it goes (pure functions).
 
-from deepseek_operator.planning.plan import Plan, plan_deployment
-
-__all__ = ["Plan", "plan_deployment"]
+catalog -> sizing -> placement (-> :class:`~deepseek_operator.planning.types.Plan`), with
+gpus, inventory and nccl beside them; :mod:`~deepseek_operator.planning.types` holds the data.
+"""

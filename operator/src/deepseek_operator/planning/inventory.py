@@ -7,14 +7,20 @@ reads them from the API server.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deepseek_operator.planning.types import NodeInfo
+from deepseek_operator.api.constants import (
+    GPU_COMPUTE_MAJOR_LABEL,
+    GPU_COMPUTE_MINOR_LABEL,
+    GPU_FAMILY_LABEL,
+    GPU_MEMORY_LABEL,
+    GPU_PRODUCT_LABEL,
+    GPU_REPLICAS_LABEL,
+    GPU_RESOURCE,
+    GPU_SHARING_LABEL,
+)
+from deepseek_operator.planning.types import NodeInfo, Plan
 
-if TYPE_CHECKING:
-    from deepseek_operator.planning.plan import Plan
-
-GPU_RESOURCE = "nvidia.com/gpu"
 SHARED_SUFFIX = "-SHARED"
 _BASIC_RESOURCES = {"cpu", "memory", "pods", "ephemeral-storage", GPU_RESOURCE}
 
@@ -71,12 +77,12 @@ def node_info(node: dict[str, Any], gpus_requested: int = 0) -> NodeInfo:
     meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
     labels: dict[str, str] = dict(meta.get("labels") or {})
     allocatable: dict[str, str] = dict(status.get("allocatable") or {})
-    product = labels.get("nvidia.com/gpu.product")
-    sharing = labels.get("nvidia.com/gpu.sharing-strategy", "none")
+    product = labels.get(GPU_PRODUCT_LABEL)
+    sharing = labels.get(GPU_SHARING_LABEL, "none")
     if product and product.endswith(SHARED_SUFFIX):
         product = product.removesuffix(SHARED_SUFFIX)
         sharing = sharing if sharing != "none" else "time-slicing"
-    replicas = _quantity(labels.get("nvidia.com/gpu.replicas", "1")) or 1
+    replicas = _quantity(labels.get(GPU_REPLICAS_LABEL, "1")) or 1
     if replicas > 1 and sharing == "none":
         sharing = "time-slicing"
     ready = any(
@@ -88,12 +94,12 @@ def node_info(node: dict[str, Any], gpus_requested: int = 0) -> NodeInfo:
     return NodeInfo(
         name=meta.get("name", ""),
         gpu_product=product,
-        gpu_memory_mib=_quantity(labels.get("nvidia.com/gpu.memory", "0")),
+        gpu_memory_mib=_quantity(labels.get(GPU_MEMORY_LABEL, "0")),
         gpus_allocatable=_quantity(allocatable.get(GPU_RESOURCE, "0")),
         gpus_requested=gpus_requested,
-        compute_major=_quantity(labels.get("nvidia.com/gpu.compute.major", "0")),
-        compute_minor=_quantity(labels.get("nvidia.com/gpu.compute.minor", "0")),
-        family=labels.get("nvidia.com/gpu.family", ""),
+        compute_major=_quantity(labels.get(GPU_COMPUTE_MAJOR_LABEL, "0")),
+        compute_minor=_quantity(labels.get(GPU_COMPUTE_MINOR_LABEL, "0")),
+        family=labels.get(GPU_FAMILY_LABEL, ""),
         sharing=sharing,
         schedulable=ready and not spec.get("unschedulable", False),
         taints=taints,

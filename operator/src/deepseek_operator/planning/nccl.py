@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from deepseek_operator.api.constants import GPU_PRODUCT_LABEL
 from deepseek_operator.errors import SpecError
 from deepseek_operator.planning.types import NCCLProfile, NodeInfo
 
@@ -48,7 +49,6 @@ FABRICS: Final = ("nvlink", "pcie", "infiniband", "roce", "ethernet", "efa")
 INTER_NODE_ORDER: Final = ("efa", "infiniband", "roce", "ethernet")
 
 EFA_RESOURCE: Final = "vpc.amazonaws.com/efa"
-GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
 _NFD: Final = "feature.node.kubernetes.io/"
 
 

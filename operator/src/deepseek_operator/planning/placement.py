@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deepseek_operator.api.constants import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import SpecError
+from deepseek_operator.planning import catalog, nccl
 from deepseek_operator.planning import gpus as gpu_types
-from deepseek_operator.planning import nccl
-from deepseek_operator.planning.plan import Plan, choose_runtime
 from deepseek_operator.planning.sizing import size_options
-from deepseek_operator.planning.types import GPUType, ModelArch, NodeInfo, SizingOption, SizingRequest
+from deepseek_operator.planning.types import GPUType, ModelArch, NodeInfo, Plan, SizingOption, SizingRequest
 
 DEFAULT_GPUS_PER_NODE = 8
 # Without a cluster (the planning CLI), these are the GPUs options are shown for.
@@ -128,7 +128,7 @@ def plan_placement(
     """
     products = _products(spec, nodes)
     if not products:
-        return Refusal("NoGPUNodes", "the cluster has no nodes with nvidia.com/gpu; add GPU nodes")
+        return Refusal("NoGPUNodes", f"the cluster has no nodes with {GPU_RESOURCE}; add GPU nodes")
     candidates = [_candidate(arch, spec, p, nodes) for p in products]
     placeable = [c for c in candidates if c.placeable and c.option is not None]
     if not spec.gpu.products:
@@ -253,7 +253,26 @@ def catalog_nodes(
                     compute_major=t.compute_major,
                     compute_minor=t.compute_minor,
                     family=t.family,
-                    fabric_hints=nccl.fabric_hints({"nvidia.com/gpu.product": product}, {}),
+                    fabric_hints=nccl.fabric_hints({GPU_PRODUCT_LABEL: product}, {}),
                 )
             )
     return out
+
+
+def choose_runtime(spec: DeploymentSpec) -> str:
+    """``spec.engine.runtime``, with ``auto`` resolved: the PyTorch (LLM API) path for MoE/MLA models
+    and for checkpoints fetched from a uri, the engine path for dense models on a volume."""
+    if spec.engine.runtime != "auto":
+        return spec.engine.runtime
+    arch = catalog.lookup(spec.model.id)
+    family = arch.family if arch else (spec.model.architecture.family if spec.model.architecture else "dense")
+    return "pytorch" if family == "moe" or spec.model.source.uri else "tensorrt-llm"
+
+
+def plan_deployment(spec: DeploymentSpec) -> Plan:
+    """A plan for ``spec`` without a cluster: placement on an idealised empty cluster of every catalog
+    GPU (8 per node). Raises :class:`SpecError` with the numbers when nothing fits."""
+    result = plan_placement(spec, catalog.arch_from_spec(spec.model), catalog_nodes())
+    if isinstance(result, Refusal):
+        raise SpecError(f"spec.gpu: {result.message}")
+    return result

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from deepseek_operator.catalog import (
+from deepseek_operator.errors import SpecError
+from deepseek_operator.planning.catalog import (
     Component,
     embedding_components,
     head_components,
@@ -25,7 +26,6 @@ from deepseek_operator.catalog import (
     is_moe_layer,
     layer_components,
 )
-from deepseek_operator.errors import SpecError
 from deepseek_operator.planning.gpus import supports_bf16
 from deepseek_operator.planning.types import GPUType, MemoryEstimate, ModelArch, SizingOption, SizingRequest
 
@@ -434,6 +434,47 @@ def _layouts(arch: ModelArch, req: SizingRequest, gpus_per_node: int) -> list[tu
     return None
 
 
+def _pinned_options(
+    arch: ModelArch,
+    gpu: GPUType,
+    request: SizingRequest,
+    precision: str,
+    layouts: list[tuple[int, int]],
+    gpus_per_node: int,
+) -> list[tuple[SizingOption, bool]]:
+    """One option per pinned (TP, PP) layout, each with whether the layout itself is invalid."""
+    out: list[tuple[SizingOption, bool]] = []
+    for tp, pp in layouts:
+        problem = None
+        if request.per_replica and tp * pp != request.per_replica:
+            problem = (
+                f"spec.gpu.perReplica {request.per_replica} is not TP x PP; TP {tp} x PP {pp} = {tp * pp}"
+            )
+        problem = problem or _layout_problem(arch, tp, pp, gpus_per_node)
+        out.append((_option(arch, gpu, request, precision, tp, pp, gpus_per_node, problem), bool(problem)))
+    return out
+
+
+def _searched_options(
+    arch: ModelArch, gpu: GPUType, request: SizingRequest, precision: str, gpus_per_node: int
+) -> list[SizingOption]:
+    """Every single-node TP; when none fits, the widest TP with 2, 3, ... pipeline stages until one
+    fits or the replica grows too large."""
+    tps = _tp_choices(arch, gpus_per_node)
+    out = [_option(arch, gpu, request, precision, tp, 1, gpus_per_node) for tp in tps]
+    if any(o.fits for o in out):
+        return out
+    tp = tps[-1]
+    for pp in range(2, MAX_PIPELINE_PARALLEL + 1):
+        if tp * pp > MAX_GPUS_PER_REPLICA or pp > arch.layers:
+            break
+        option = _option(arch, gpu, request, precision, tp, pp, gpus_per_node)
+        out.append(option)
+        if option.fits:
+            break
+    return out
+
+
 def size_options(
     arch: ModelArch, gpu: GPUType, request: SizingRequest, gpus_per_node: int = 8
 ) -> list[SizingOption]:
@@ -455,31 +496,9 @@ def size_options(
     options: list[tuple[SizingOption, bool]] = []  # (option, layout invalid)
     for precision in precisions:
         if pinned is not None:
-            for tp, pp in pinned:
-                problem = None
-                if request.per_replica and tp * pp != request.per_replica:
-                    problem = (
-                        f"spec.gpu.perReplica {request.per_replica} is not TP x PP; "
-                        f"TP {tp} x PP {pp} = {tp * pp}"
-                    )
-                problem = problem or _layout_problem(arch, tp, pp, gpus_per_node)
-                options.append(
-                    (_option(arch, gpu, request, precision, tp, pp, gpus_per_node, problem), bool(problem))
-                )
-            continue
-        tps = _tp_choices(arch, gpus_per_node)
-        single = [_option(arch, gpu, request, precision, tp, 1, gpus_per_node) for tp in tps]
-        options += [(o, False) for o in single]
-        if any(o.fits for o in single):
-            continue
-        tp = tps[-1]
-        for pp in range(2, MAX_PIPELINE_PARALLEL + 1):
-            if tp * pp > MAX_GPUS_PER_REPLICA or pp > arch.layers:
-                break
-            option = _option(arch, gpu, request, precision, tp, pp, gpus_per_node)
-            options.append((option, False))
-            if option.fits:
-                break
+            options += _pinned_options(arch, gpu, request, precision, pinned, gpus_per_node)
+        else:
+            options += [(o, False) for o in _searched_options(arch, gpu, request, precision, gpus_per_node)]
     rank = {p: i for i, p in enumerate(precisions)}
     usable = usable_memory_gib(gpu)
 

@@ -141,3 +141,33 @@ class NCCLProfile:
     env: tuple[tuple[str, str], ...]
     extra_resources: tuple[tuple[str, str], ...] = ()  # e.g. (("vpc.amazonaws.com/efa", "4"),)
     notes: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Decisions about one revision of a deployment, reported in ``status.placement``.
+
+    :mod:`deepseek_operator.planning.placement` makes it from the catalog, the memory
+    estimate and the GPU inventory.
+    """
+
+    runtime: str  # tensorrt-llm (engine path) | pytorch (LLM API path)
+    precision: str
+    gpu_product: str | None  # None: any GPU
+    gpus_per_replica: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    nodes_per_replica: int
+    weights_gib: float
+    estimated_gpu_memory_gib: float  # per GPU
+    max_batch_size: int
+    fabric: str
+    nccl_env: tuple[tuple[str, str], ...] = ()
+    gpu_products: tuple[str, ...] = ()  # products allowed in required node affinity, preferred first
+    extra_resources: tuple[tuple[str, str], ...] = ()  # e.g. EFA interfaces for multi-node replicas
+    memory_breakdown: tuple[tuple[str, float], ...] = ()  # GiB per replica: weights, kvCache, ...
+
+    @property
+    def world_size(self) -> int:
+        """MPI ranks of one replica (TP x PP)."""
+        return self.tensor_parallel * self.pipeline_parallel

@@ -19,10 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from deepseek_operator.api.names import RETRY_ANNOTATION
+from deepseek_operator.api.types import CanaryMode, DecisionAction, Role, Verdict
 
-PASS, FAIL, INCONCLUSIVE = "Pass", "Fail", "Inconclusive"
-ROLE_STABLE, ROLE_CANARY, ROLE_STANDBY = "stable", "canary", "standby"
-MODE_ADD, MODE_REPLACE = "AddReplicas", "ReplaceReplica"
 HISTORY_LIMIT = 20  # analyses kept in status.analysis.history
 
 
@@ -64,13 +62,20 @@ class Revisions:
             "canary": self.canary,
             "previous": self.previous,
             "failed": list(self.failed),
-            "canaryMode": (MODE_REPLACE if self.lent else MODE_ADD) if self.canary else "",
+            "canaryMode": self.canary_mode.value if self.canary_mode else "",
             "lent": self.lent,
             "retry": self.retry,
             "verified": self.verified,
             "baselineAccuracy": self.baseline_accuracy,
             "epoch": self.epoch,
         }
+
+    @property
+    def canary_mode(self) -> CanaryMode | None:
+        """How the canary got its GPUs: replacing lent stable replicas, or added; None: no canary."""
+        if not self.canary:
+            return None
+        return CanaryMode.REPLACE_REPLICA if self.lent else CanaryMode.ADD_REPLICAS
 
     def moved(self, **changes: Any) -> Revisions:
         """A copy with ``changes`` and a new epoch (stable or canary changed)."""
@@ -100,6 +105,16 @@ def blocked_message(revs: Revisions, desired: str) -> str:
     return ""
 
 
+def _apply_retry(revs: Revisions, desired: str, retry: str, events: list[Event]) -> Revisions:
+    """``revs`` after a new value of the retry annotation: ``desired`` is no longer failed."""
+    if not retry or retry == revs.retry:
+        return revs
+    if desired in revs.failed:
+        events.append(("Normal", "Retry", f"retrying revision {desired}: the retry annotation is new"))
+        revs = replace(revs, failed=tuple(r for r in revs.failed if r != desired))
+    return replace(revs, retry=retry)
+
+
 def plan_step(current: Revisions, desired: str, retry: str = "") -> Step:
     """Move the rollout towards ``desired`` (the spec's revision).
 
@@ -110,13 +125,8 @@ def plan_step(current: Revisions, desired: str, retry: str = "") -> Step:
       annotation) is new;
     - otherwise ``desired`` becomes the canary (replacing another canary, which is aborted).
     """
-    revs = current
     events: list[Event] = []
-    if retry and retry != revs.retry:
-        if desired in revs.failed:
-            events.append(("Normal", "Retry", f"retrying revision {desired}: the retry annotation is new"))
-            revs = replace(revs, failed=tuple(r for r in revs.failed if r != desired))
-        revs = replace(revs, retry=retry)
+    revs = _apply_retry(current, desired, retry, events)
     if msg := blocked_message(revs, desired):
         if revs.canary:
             events.append(("Normal", "CanaryAborted", f"canary {revs.canary} aborted: the spec changed"))
@@ -172,9 +182,8 @@ class Measurement:
     startup_failure: str = ""  # the pods cannot start (crash loop, image pull): a failure by itself
 
 
-def evaluate(m: Measurement, t: Thresholds) -> tuple[str, tuple[str, ...]]:
-    """The verdict of one analysis and its reasons: Fail when any figure breaks its threshold,
-    Inconclusive when nothing failed but a required figure is missing, else Pass."""
+def _failures(m: Measurement, t: Thresholds) -> list[str]:
+    """Every threshold that ``m`` breaks, with its figures."""
     fails: list[str] = []
     if m.startup_failure:
         fails.append(f"pods not starting: {m.startup_failure}")
@@ -190,34 +199,57 @@ def evaluate(m: Measurement, t: Thresholds) -> tuple[str, tuple[str, ...]]:
                 f"golden-set score {m.accuracy:.3f} dropped {m.baseline_accuracy - m.accuracy:.3f} below "
                 f"the serving revision's {m.baseline_accuracy:.3f} (maxDrop {t.max_drop:g})"
             )
-    if fails:
-        return FAIL, tuple(fails)
-    missing = list(m.problems)
-    if m.p99_latency_ms is None and not m.problems:
+    return fails
+
+
+def _missing(m: Measurement, t: Thresholds) -> list[str]:
+    """Why a verdict cannot be reached: the problems reported, else each required figure missing."""
+    if m.problems:
+        return list(m.problems)
+    missing: list[str] = []
+    if m.p99_latency_ms is None:
         missing.append("no latency figures")
-    if m.error_rate is None and not m.problems:
+    if m.error_rate is None:
         missing.append("no requests to count errors on")
-    if t.golden_set and m.accuracy is None and not m.problems:
+    if t.golden_set and m.accuracy is None:
         missing.append("no golden-set score")
-    if missing:
-        return INCONCLUSIVE, tuple(missing)
-    return PASS, ()
+    return missing
 
 
-def streak(history: Sequence[Mapping[str, Any]], revision: str, role: str, epoch: int) -> tuple[str, int]:
+def evaluate(m: Measurement, t: Thresholds) -> tuple[Verdict, tuple[str, ...]]:
+    """The verdict of one analysis and its reasons: Fail when any figure breaks its threshold,
+    Inconclusive when nothing failed but a required figure is missing, else Pass."""
+    if fails := _failures(m, t):
+        return Verdict.FAIL, tuple(fails)
+    if missing := _missing(m, t):
+        return Verdict.INCONCLUSIVE, tuple(missing)
+    return Verdict.PASS, ()
+
+
+def _verdict(value: Any) -> Verdict | None:
+    try:
+        return Verdict(value)
+    except ValueError:
+        return None
+
+
+def streak(
+    history: Sequence[Mapping[str, Any]], revision: str, role: Role, epoch: int
+) -> tuple[Verdict | None, int]:
     """The latest run of equal verdicts (Pass or Fail) of ``revision`` in ``role`` during ``epoch``,
-    newest first; inconclusive analyses are skipped (they neither pass nor fail)."""
-    verdict, count = "", 0
+    newest first; inconclusive analyses are skipped (they neither pass nor fail), an entry with
+    no known verdict ends the run. ``(None, 0)`` when there is no run."""
+    verdict: Verdict | None = None
+    count = 0
     for entry in reversed(history):
         if entry.get("revision") != revision or entry.get("role") != role or entry.get("epoch") != epoch:
             continue
-        v = entry.get("verdict")
-        if v == INCONCLUSIVE:
+        v = _verdict(entry.get("verdict"))
+        if v == Verdict.INCONCLUSIVE:
             continue
-        if not verdict:
-            verdict = str(v)
-        if v != verdict:
+        if v is None or (verdict is not None and v != verdict):
             break
+        verdict = v
         count += 1
     return verdict, count
 
@@ -226,7 +258,7 @@ def streak(history: Sequence[Mapping[str, Any]], revision: str, role: str, epoch
 class Decision:
     """What the latest analysis means for the rollout."""
 
-    action: str  # none | promote | rollback | fail | verify | halt
+    action: DecisionAction
     revisions: Revisions
     reason: str = ""
     rolled_back_from: str = ""
@@ -239,6 +271,11 @@ def _failure_reason(history: Sequence[Mapping[str, Any]], revision: str, count: 
     return f"{reasons} in {count} consecutive analyses"
 
 
+def _halt_or_none(failures: int, t: Thresholds) -> DecisionAction:
+    # Without auto-rollback the failure limit halts the rollout once, when it is reached.
+    return DecisionAction.HALT if failures == t.failure_limit else DecisionAction.NONE
+
+
 def decide_rollout(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thresholds) -> Decision:
     """The decision after the newest analysis in ``history`` (status.analysis.history, oldest first).
 
@@ -249,14 +286,14 @@ def decide_rollout(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thr
     otherwise halt. A first deployment is verified after ``successful_analyses`` passes.
     """
     if revs.canary:
-        verdict, n = streak(history, revs.canary, ROLE_CANARY, revs.epoch)
-        if verdict == FAIL and n >= t.failure_limit:
+        verdict, n = streak(history, revs.canary, Role.CANARY, revs.epoch)
+        if verdict == Verdict.FAIL and n >= t.failure_limit:
             reason = _failure_reason(history, revs.canary, n)
             if not t.auto_rollback:
-                return Decision("halt" if n == t.failure_limit else "none", revs, reason)
+                return Decision(_halt_or_none(n, t), revs, reason)
             new = revs.moved(canary="", lent=0, failed=(*revs.failed, revs.canary))
-            return Decision("rollback", new, reason, revs.canary, revs.stable)
-        if verdict == PASS and n >= t.successful_analyses:
+            return Decision(DecisionAction.ROLLBACK, new, reason, revs.canary, revs.stable)
+        if verdict == Verdict.PASS and n >= t.successful_analyses:
             latest: Mapping[str, Any] = next(
                 (e for e in reversed(history) if e.get("revision") == revs.canary), {}
             )
@@ -269,12 +306,12 @@ def decide_rollout(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thr
                 verified=True,
                 baseline_accuracy=None if score is None else float(score),
             )
-            return Decision("promote", new, f"{n} consecutive passing analyses")
-        return Decision("none", revs)
+            return Decision(DecisionAction.PROMOTE, new, f"{n} consecutive passing analyses")
+        return Decision(DecisionAction.NONE, revs)
     if not revs.stable or revs.stable in revs.failed:
-        return Decision("none", revs)
-    verdict, n = streak(history, revs.stable, ROLE_STABLE, revs.epoch)
-    if verdict == FAIL and n >= t.failure_limit:
+        return Decision(DecisionAction.NONE, revs)
+    verdict, n = streak(history, revs.stable, Role.STABLE, revs.epoch)
+    if verdict == Verdict.FAIL and n >= t.failure_limit:
         reason = _failure_reason(history, revs.stable, n)
         if revs.previous and t.auto_rollback:
             new = revs.moved(
@@ -284,19 +321,19 @@ def decide_rollout(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thr
                 verified=True,
                 baseline_accuracy=None,
             )
-            return Decision("rollback", new, reason, revs.stable, revs.previous)
+            return Decision(DecisionAction.ROLLBACK, new, reason, revs.stable, revs.previous)
         if not revs.verified:
             new = revs.moved(failed=(*revs.failed, revs.stable))
-            return Decision("fail", new, f"{reason}; no earlier revision to roll back to")
-        return Decision("halt" if n == t.failure_limit else "none", revs, reason)
-    if verdict == PASS and n >= t.successful_analyses and not revs.verified:
+            return Decision(DecisionAction.FAIL, new, f"{reason}; no earlier revision to roll back to")
+        return Decision(_halt_or_none(n, t), revs, reason)
+    if verdict == Verdict.PASS and n >= t.successful_analyses and not revs.verified:
         newest: Mapping[str, Any] = next(
             (e for e in reversed(history) if e.get("revision") == revs.stable), {}
         )
         score = newest.get("accuracy")
         new = replace(revs, verified=True, baseline_accuracy=None if score is None else float(score))
-        return Decision("verify", new, f"{n} consecutive passing analyses")
-    return Decision("none", revs)
+        return Decision(DecisionAction.VERIFY, new, f"{n} consecutive passing analyses")
+    return Decision(DecisionAction.NONE, revs)
 
 
 @dataclass(frozen=True)
@@ -304,7 +341,7 @@ class Workload:
     """One revision's serving workload as the rollout wants it."""
 
     revision: str
-    role: str  # stable | canary | standby
+    role: Role
     replicas: int | None  # None: the HPA owns the count
     traffic: bool  # its pods are in the Service
 
@@ -320,24 +357,30 @@ def plan_workloads(
     out: list[Workload] = []
     if revs.stable:
         stable_replicas = None if replicas is None else max(replicas - revs.lent, 0)
-        out.append(Workload(revs.stable, ROLE_STABLE, stable_replicas, True))
+        out.append(Workload(revs.stable, Role.STABLE, stable_replicas, True))
     if revs.canary:
-        out.append(Workload(revs.canary, ROLE_CANARY, canary_replicas, True))
+        out.append(Workload(revs.canary, Role.CANARY, canary_replicas, True))
     if revs.previous and revs.previous not in (revs.stable, revs.canary):
-        out.append(Workload(revs.previous, ROLE_STANDBY, standby_replicas, False))
+        out.append(Workload(revs.previous, Role.STANDBY, standby_replicas, False))
     return out
 
 
 def record(
-    revision: str, role: str, epoch: int, time: str, verdict: str, reasons: Sequence[str], m: Measurement
+    revision: str,
+    role: Role,
+    epoch: int,
+    time: str,
+    verdict: Verdict,
+    reasons: Sequence[str],
+    m: Measurement,
 ) -> dict[str, Any]:
     """One entry of ``status.analysis.history``."""
     return {
         "revision": revision,
-        "role": role,
+        "role": str(role),
         "epoch": epoch,
         "time": time,
-        "verdict": verdict,
+        "verdict": str(verdict),
         "reasons": list(reasons),
         "p99LatencyMs": None if m.p99_latency_ms is None else round(m.p99_latency_ms, 1),
         "latencySource": m.latency_source,

@@ -161,6 +161,37 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
+def _check_keys(obj: dict[str, Any], source: str, line: int) -> None:
+    unknown = [k for k in obj if k not in ALLOWED_KEYS]
+    if unknown:
+        fix = f"the allowed keys are {', '.join(ALLOWED_KEYS)}"
+        # Keys are case-sensitive; max_tokens / maxtokens is the mistake people make.
+        if any(k.replace("_", "").lower() == "maxtokens" for k in unknown):
+            fix += " (did you mean maxTokens?)"
+        raise GoldenSetError(
+            source, line, ", ".join(unknown), f"unknown key{'s' if len(unknown) > 1 else ''}", fix
+        )
+
+
+def _parse_prompt(obj: dict[str, Any], source: str, line: int) -> str:
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        if "prompt" not in obj:
+            got = "it is missing"
+        elif isinstance(prompt, str):
+            got = "got only whitespace" if prompt else "got an empty string"
+        else:
+            got = f"got {_json_type(prompt)}"
+        raise GoldenSetError(
+            source,
+            line,
+            "prompt",
+            f"must be a non-empty string ({got})",
+            'e.g. "prompt": "Capital of France?"',
+        )
+    return prompt
+
+
 def _parse_line(text: str, source: str, line: int) -> GoldenCase:
     try:
         obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
@@ -192,30 +223,8 @@ def _parse_line(text: str, source: str, line: int) -> GoldenCase:
             f"each line must be a JSON object, got {_json_type(obj)}",
             f"e.g. {_EXAMPLE_LINE}",
         )
-    unknown = [k for k in obj if k not in ALLOWED_KEYS]
-    if unknown:
-        fix = f"the allowed keys are {', '.join(ALLOWED_KEYS)}"
-        # Keys are case-sensitive; max_tokens / maxtokens is the mistake people make.
-        if any(k.replace("_", "").lower() == "maxtokens" for k in unknown):
-            fix += " (did you mean maxTokens?)"
-        raise GoldenSetError(
-            source, line, ", ".join(unknown), f"unknown key{'s' if len(unknown) > 1 else ''}", fix
-        )
-    prompt = obj.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        if "prompt" not in obj:
-            got = "it is missing"
-        elif isinstance(prompt, str):
-            got = "got only whitespace" if prompt else "got an empty string"
-        else:
-            got = f"got {_json_type(prompt)}"
-        raise GoldenSetError(
-            source,
-            line,
-            "prompt",
-            f"must be a non-empty string ({got})",
-            'e.g. "prompt": "Capital of France?"',
-        )
+    _check_keys(obj, source, line)
+    prompt = _parse_prompt(obj, source, line)
     if "expect" not in obj:
         raise GoldenSetError(
             source,

@@ -15,7 +15,7 @@ from typing import Any
 from deepseek_operator.api import names
 from deepseek_operator.api.spec import DeploymentSpec, parse_spec
 from deepseek_operator.errors import OperatorError
-from deepseek_operator.planning.plan import Plan
+from deepseek_operator.planning.types import Plan
 
 API_VERSION, KIND = "apps/v1", "ControllerRevision"
 POD_SECTIONS = ("model", "engine", "gpu", "nccl")  # the spec sections that make a revision

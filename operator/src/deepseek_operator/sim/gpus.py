@@ -14,12 +14,23 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from deepseek_operator.api.constants import (
+    GPU_COMPUTE_MAJOR_LABEL,
+    GPU_COMPUTE_MINOR_LABEL,
+    GPU_COUNT_LABEL,
+    GPU_FAMILY_LABEL,
+    GPU_MEMORY_LABEL,
+    GPU_PRESENT_LABEL,
+    GPU_PRODUCT_LABEL,
+    GPU_REPLICAS_LABEL,
+    GPU_RESOURCE,
+    GPU_SHARING_LABEL,
+    GPU_TAINT_KEY,
+)
 from deepseek_operator.errors import SpecError
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_ANNOTATION_VALUE = "fake"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "sim.deepseek.ai/pool"
 
 
@@ -148,15 +159,15 @@ def gpu_node_manifest(pool: GPUPool, index: int) -> dict[str, Any]:
     p = pool.product
     labels = {
         POOL_LABEL: pool.name,
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/gpu.product": p.product,
-        "nvidia.com/gpu.memory": str(p.memory_mib),
-        "nvidia.com/gpu.count": str(pool.gpus_per_node),
-        "nvidia.com/gpu.family": p.family,
-        "nvidia.com/gpu.compute.major": str(p.compute_major),
-        "nvidia.com/gpu.compute.minor": str(p.compute_minor),
-        "nvidia.com/gpu.replicas": "1",
-        "nvidia.com/gpu.sharing-strategy": "none",
+        GPU_PRESENT_LABEL: "true",
+        GPU_PRODUCT_LABEL: p.product,
+        GPU_MEMORY_LABEL: str(p.memory_mib),
+        GPU_COUNT_LABEL: str(pool.gpus_per_node),
+        GPU_FAMILY_LABEL: p.family,
+        GPU_COMPUTE_MAJOR_LABEL: str(p.compute_major),
+        GPU_COMPUTE_MINOR_LABEL: str(p.compute_minor),
+        GPU_REPLICAS_LABEL: "1",
+        GPU_SHARING_LABEL: "none",
         "nvidia.com/mig.strategy": "single",
         "nvidia.com/cuda.driver.major": "570",
         "nvidia.com/cuda.runtime.major": "12",

@@ -85,6 +85,7 @@ def _install_log_filter() -> None:
     with _LOG_FILTER_LOCK:
         if not _log_filter_installed:
             logging.getLogger("pytriton.proxy.inference").addFilter(_DropInjectedFailures())
+            logging.getLogger("pytriton.server.triton_server").addFilter(_DropOwnStopFailures())
             _log_filter_installed = True
 
 
@@ -174,39 +175,59 @@ def _descendants(pids: set[int], procs: dict[int, _Proc]) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    # A killed process whose parent has not reaped it yet is a zombie: gone for our purposes.
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != "Z"
 
 
-def _sweep(root: Path, timeout_s: float = 3.0) -> None:
-    """End every process run from the server workspace ``root`` (tritonserver, stubs) and their children.
-
-    When Triton exits on its 1 s exit timeout after a request has failed, the instance that
-    hosts pytriton's tensor store (a stub with a multiprocessing manager and resource
-    tracker as children) sometimes hangs instead of exiting and is left behind, orphaned.
-    """
-    procs = _processes()
-    started = {p.pid for p in _started_under(root, procs)}
-    if not started:
-        return
-    family = _descendants(started, procs)
-    # Resource trackers are left to exit by themselves once the others are gone: on the
-    # way out they unlink the shared memory the tensor store leaked.
-    trackers = {pid for pid in family if any("resource_tracker" in a for a in procs[pid].argv)}
-    for pid in family - trackers:
+def _kill_all(pids: set[int], timeout_s: float = 3.0) -> None:
+    """SIGKILL ``pids`` and wait (up to ``timeout_s``) until none of them runs any more."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while any(_alive(pid) for pid in trackers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in trackers:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _shared_memory_of(pids: set[int]) -> set[Path]:
+    """The POSIX shared memory segments (``/dev/shm/...``) that ``pids`` have mapped."""
+    found: set[Path] = set()
+    for pid in pids:
+        try:
+            maps = (Path("/proc") / str(pid) / "maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+            path = fields[5] if len(fields) == 6 else ""
+            if path.startswith("/dev/shm/"):
+                found.add(Path(path.removesuffix(" (deleted)")))
+    return found
+
+
+def _sweep(root: Path) -> None:
+    """End every process still running from the server workspace ``root`` and their children."""
+    procs = _processes()
+    started = {p.pid for p in _started_under(root, procs)}
+    if started:
+        _kill_all(_descendants(started, procs))
+
+
+class _DropOwnStopFailures(logging.Filter):
+    # stop() ends the stubs before it stops tritonserver (see there), so tritonserver cannot
+    # unload the model and exits non-zero, which pytriton reports as a warning. Only that
+    # record, and only while a stop() is running, is dropped.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_stops_in_progress and record.getMessage().startswith(_EXITED_WITH_FAILURE))
+
+
+_EXITED_WITH_FAILURE = "Triton Inference Server exited with failure"
+_stops_in_progress = 0
+_STOPS_LOCK = threading.Lock()
 
 
 def _stub_leftovers(stubs: list[_Proc]) -> tuple[list[Path], list[Path]]:
@@ -431,23 +452,42 @@ class StandInServer:
         return "\n".join(line[:300] for line in path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Stop Triton, end the processes it started, remove its files; safe twice or before start()."""
+        """Stop Triton, end the processes it started, remove its files; safe twice or before start().
+
+        The order is what keeps the shutdown quiet. Triton unloads the 8 model instances one
+        after the other, ~1.5 s each, far beyond its 1 s exit timeout; it then exits and leaves
+        the stubs behind, which print "Non-graceful termination detected", and the resource
+        trackers of the stubs (and of the tensor store the first stub runs) find the tensor
+        store's shared memory still registered and warn about leaked shared_memory objects,
+        one pair of lines each, often after the caller has moved on. So the stubs, the tensor
+        store and their resource trackers are ended first (SIGKILL: nothing is printed), the
+        shared memory they mapped is unlinked here, and only then is Triton stopped through
+        pytriton, which also closes the in-process side (the proxies and their sockets).
+        """
         atexit.unregister(self.stop)
         triton, self._triton = self._triton, None
         # Read while the stubs still run: what they name is gone once they are.
-        dirs, regions = (
-            _stub_leftovers(_stubs_under(self._tmpdir, _processes())) if self._tmpdir else ([], [])
-        )
+        procs = _processes() if self._tmpdir else {}
+        stubs = _stubs_under(self._tmpdir, procs) if self._tmpdir else []
+        dirs, regions = _stub_leftovers(stubs)
+        helpers = _descendants({stub.pid for stub in stubs}, procs)
+        segments = _shared_memory_of(helpers)
+        global _stops_in_progress  # noqa: PLW0603 - counts the stops under way in this process
+        with _STOPS_LOCK:
+            _stops_in_progress += 1
         try:
+            _kill_all(helpers)
             if triton is not None:
                 triton.stop()
         finally:
+            with _STOPS_LOCK:
+                _stops_in_progress -= 1
             if self._tmpdir is not None:
                 _sweep(self._tmpdir)
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
             for model_dir in dirs:
                 shutil.rmtree(model_dir, ignore_errors=True)
-            for region in regions:
+            for region in (*regions, *segments):
                 region.unlink(missing_ok=True)
             self._tmpdir = None
             self._ports = None

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from deepseek_operator.api.spec import ModelSpec
+from deepseek_operator.api.spec import Architecture, ModelSpec
 from deepseek_operator.errors import SpecError
 from deepseek_operator.planning.types import ModelArch
 
@@ -495,59 +495,14 @@ def arch_from_spec(model: ModelSpec) -> ModelArch:
     if found is not None:
         return found
     a, params = model.architecture, model.parameters
-    if a is None and params is None:
-        raise SpecError(
-            f"spec.model.id: {model.id!r} is not in the DeepSeek catalog, so its size is unknown; give "
-            "spec.model.parameters (e.g. 7.6B) and, for a better estimate, spec.model.architecture (layers, "
-            "hiddenSize, attentionHeads, kvHeads, headDim, vocabSize; for MoE experts, activeExperts, "
-            f"kvLoraRank), or use a catalog id such as {ORG}/DeepSeek-R1-Distill-Qwen-7B"
-        )
+    _require_size(model, a, params)
+    moe = a is not None and a.family == "moe"
     derived: list[str] = []
-    family = a.family if a else "dense"
-    moe = family == "moe"
-    if moe and params is None:
-        raise SpecError(
-            "spec.model.parameters: required for an MoE model outside the catalog (the expert width is "
-            "derived from it); give the total parameter count, e.g. 235B"
-        )
-    if params is None and (
-        a is None or a.layers is None or (a.hidden_size is None and a.attention_heads is None)
-    ):
-        raise SpecError(
-            f"spec.model.parameters: {model.id!r} is not in the catalog and spec.model.architecture lacks "
-            "layers and hiddenSize (or attentionHeads); give spec.model.parameters, e.g. 7.6B, or those "
-            "figures"
-        )
     s_layers, s_hidden, s_heads, s_kv = _shape(params if params is not None else 8.0)
     templated = a is None or (a.hidden_size is None and a.attention_heads is None)
-
-    heads = a.attention_heads if a and a.attention_heads else None
-    head_dim = a.head_dim if a and a.head_dim else None
-    hidden = a.hidden_size if a and a.hidden_size else None
-    if hidden is None:
-        if heads:
-            hidden = heads * (head_dim or 128)
-            derived.append(f"hiddenSize = attentionHeads x {head_dim or 128}")
-        else:
-            hidden, heads = s_hidden, s_heads
-            derived.append(f"hiddenSize {hidden}, attentionHeads {heads} (a common model of this size)")
-    if heads is None:
-        heads = max(1, hidden // (head_dim or 128))
-        derived.append(f"attentionHeads {heads} = hiddenSize / {head_dim or 128}")
-    if head_dim is None:
-        head_dim = hidden // heads
-        derived.append("headDim = hiddenSize / attentionHeads")
+    hidden, heads, head_dim = _attention_dims(a, s_hidden, s_heads, derived)
     kv_lora = a.kv_lora_rank if a and a.kv_lora_rank else 0
-    kv = a.kv_heads if a and a.kv_heads else None
-    if kv is None:
-        if kv_lora:
-            kv = heads  # MLA: every head reads the latent; KV heads do not size anything
-        elif templated:
-            kv = s_kv
-            derived.append(f"kvHeads {kv} (a common model of this size)")
-        else:
-            kv = heads
-            derived.append("kvHeads = attentionHeads (no GQA assumed)")
+    kv = _kv_heads(a, heads, kv_lora, s_kv if templated else None, derived)
     vocab = a.vocab_size if a and a.vocab_size else None
     if vocab is None:
         vocab = _DEFAULT_VOCAB
@@ -557,16 +512,7 @@ def arch_from_spec(model: ModelSpec) -> ModelArch:
         nope, rope, v_dim = 128, 64, 128
         head_dim = nope + rope
         derived.append("MLA head dims 128/64/128 (DeepSeek's)")
-    experts = (a.experts or 0) if a else 0
-    active = (a.active_experts or 0) if a else 0
-    if moe:
-        if not experts:
-            raise SpecError(
-                "spec.model.architecture.experts: required for family moe; give the routed experts"
-            )
-        if not active:
-            active = min(8, experts)
-            derived.append(f"activeExperts {active}")
+    experts, active = _experts(a, moe, derived)
 
     layers = a.layers if a and a.layers else None
     base = ModelArch(
@@ -592,26 +538,118 @@ def arch_from_spec(model: ModelSpec) -> ModelArch:
         v_head_dim=v_dim,
     )
     if layers is None:
-        if templated:
-            derived.append(f"layers {base.layers} (a common model of this size)")
-        else:
-            # The width is the user's: solve the depth from the count with a 3.5 x hidden MLP.
-            assert params is not None
-            per_layer = sum(c.params for c in layer_components(base, base.layers))
-            fixed = sum(c.params for c in (*embedding_components(base), *head_components(base)))
-            base = replace(base, layers=max(1, round((params * 1e9 - fixed) / per_layer)))
-            derived.append(f"layers {base.layers} (from parameters)")
-    if params is not None:
-        base = _fit_width(base, params)
-        derived.append("expert width from parameters" if moe else "MLP width from parameters")
-    else:
-        derived.append(f"MLP width {base.intermediate_size} = 3.5 x hiddenSize")
-        base = replace(base, published_params_b=round(parameter_count_b(base), 2))
+        base = _derive_layers(base, params, templated, derived)
+    base = _derive_width(base, params, derived)
     if a is None:
         given = "spec.model.parameters"
     else:
         given = "spec.model.architecture" + (" + spec.model.parameters" if params is not None else "")
     return replace(base, source=f"{given} (derived: {'; '.join(derived) or 'nothing'})")
+
+
+def _require_size(model: ModelSpec, a: Architecture | None, params: float | None) -> None:
+    """Raise :class:`SpecError` unless the spec says enough to size a model outside the catalog."""
+    if a is None and params is None:
+        raise SpecError(
+            f"spec.model.id: {model.id!r} is not in the DeepSeek catalog, so its size is unknown; give "
+            "spec.model.parameters (e.g. 7.6B) and, for a better estimate, spec.model.architecture (layers, "
+            "hiddenSize, attentionHeads, kvHeads, headDim, vocabSize; for MoE experts, activeExperts, "
+            f"kvLoraRank), or use a catalog id such as {ORG}/DeepSeek-R1-Distill-Qwen-7B"
+        )
+    if a is not None and a.family == "moe" and params is None:
+        raise SpecError(
+            "spec.model.parameters: required for an MoE model outside the catalog (the expert width is "
+            "derived from it); give the total parameter count, e.g. 235B"
+        )
+    if params is None and (
+        a is None or a.layers is None or (a.hidden_size is None and a.attention_heads is None)
+    ):
+        raise SpecError(
+            f"spec.model.parameters: {model.id!r} is not in the catalog and spec.model.architecture lacks "
+            "layers and hiddenSize (or attentionHeads); give spec.model.parameters, e.g. 7.6B, or those "
+            "figures"
+        )
+
+
+def _attention_dims(
+    a: Architecture | None, s_hidden: int, s_heads: int, derived: list[str]
+) -> tuple[int, int, int]:
+    """(hiddenSize, attentionHeads, headDim): the spec's, else derived from each other or from
+    the common model of this size (``s_hidden``, ``s_heads``); what was derived goes to ``derived``."""
+    heads = a.attention_heads if a and a.attention_heads else None
+    head_dim = a.head_dim if a and a.head_dim else None
+    hidden = a.hidden_size if a and a.hidden_size else None
+    if hidden is None:
+        if heads:
+            hidden = heads * (head_dim or 128)
+            derived.append(f"hiddenSize = attentionHeads x {head_dim or 128}")
+        else:
+            hidden, heads = s_hidden, s_heads
+            derived.append(f"hiddenSize {hidden}, attentionHeads {heads} (a common model of this size)")
+    if heads is None:
+        heads = max(1, hidden // (head_dim or 128))
+        derived.append(f"attentionHeads {heads} = hiddenSize / {head_dim or 128}")
+    if head_dim is None:
+        head_dim = hidden // heads
+        derived.append("headDim = hiddenSize / attentionHeads")
+    return hidden, heads, head_dim
+
+
+def _kv_heads(
+    a: Architecture | None, heads: int, kv_lora: int, template_kv: int | None, derived: list[str]
+) -> int:
+    """kvHeads: the spec's; for MLA the attention heads; the common model's (``template_kv``, when
+    the width was templated too); else no GQA."""
+    if a and a.kv_heads:
+        return a.kv_heads
+    if kv_lora:
+        return heads  # MLA: every head reads the latent; KV heads do not size anything
+    if template_kv is not None:
+        derived.append(f"kvHeads {template_kv} (a common model of this size)")
+        return template_kv
+    derived.append("kvHeads = attentionHeads (no GQA assumed)")
+    return heads
+
+
+def _experts(a: Architecture | None, moe: bool, derived: list[str]) -> tuple[int, int]:
+    """(routed experts, active experts per token); Raises :class:`SpecError` for an MoE without experts."""
+    experts = (a.experts or 0) if a else 0
+    active = (a.active_experts or 0) if a else 0
+    if moe:
+        if not experts:
+            raise SpecError(
+                "spec.model.architecture.experts: required for family moe; give the routed experts"
+            )
+        if not active:
+            active = min(8, experts)
+            derived.append(f"activeExperts {active}")
+    return experts, active
+
+
+def _derive_layers(base: ModelArch, params: float | None, templated: bool, derived: list[str]) -> ModelArch:
+    """``base`` with its depth derived: the common model's, or solved from the parameter count."""
+    if templated:
+        derived.append(f"layers {base.layers} (a common model of this size)")
+        return base
+    # The width is the user's: solve the depth from the count with a 3.5 x hidden MLP.
+    assert params is not None
+    per_layer = sum(c.params for c in layer_components(base, base.layers))
+    fixed = sum(c.params for c in (*embedding_components(base), *head_components(base)))
+    base = replace(base, layers=max(1, round((params * 1e9 - fixed) / per_layer)))
+    derived.append(f"layers {base.layers} (from parameters)")
+    return base
+
+
+def _derive_width(base: ModelArch, params: float | None, derived: list[str]) -> ModelArch:
+    """``base`` with its MLP (or expert) width solved from the parameter count, or the 3.5 x hidden
+    default and the count it gives."""
+    if params is not None:
+        derived.append(
+            "expert width from parameters" if base.family == "moe" else "MLP width from parameters"
+        )
+        return _fit_width(base, params)
+    derived.append(f"MLP width {base.intermediate_size} = 3.5 x hiddenSize")
+    return replace(base, published_params_b=round(parameter_count_b(base), 2))
 
 
 def _fit_width(arch: ModelArch, params_b: float) -> ModelArch:

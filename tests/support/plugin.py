@@ -1,4 +1,4 @@
-"""pytest fixtures over the simulated cluster (load with ``pytest_plugins``).
+"""pytest fixtures over the simulated cluster (load with ``pytest_plugins = ["tests.support.plugin"]``).
 
 - ``sim_cluster`` (session): one real control plane with GPU pools for the whole run;
 - ``kube_api``: a ``kubernetes.client.ApiClient`` for its administrator;

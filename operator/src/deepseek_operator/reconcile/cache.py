@@ -1,0 +1,249 @@
+"""The watch caches the loop gathers from: slim copies of the resources, their children, the pods
+and the GPU nodes, indexed by owner, and which resources a change concerns.
+
+The slim projections keep only what gathering, deciding and status read, so that thousands of
+pods fit in a few MiB. A change that does not alter the projection (a node heartbeat, a
+managedFields shuffle) wakes nobody.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from deepseek_operator.api import names
+from deepseek_operator.api.constants import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_MANAGED_BY,
+    LWS_API_VERSION,
+    LWS_KIND,
+    MANAGED_BY,
+    PLURAL,
+)
+from deepseek_operator.diagnosis import slim_pod
+from deepseek_operator.kube.watch import Informer, Source, Store
+from deepseek_operator.planning.inventory import gpus_requested_by_pod
+
+Owner = tuple[str, str]  # (namespace, name) of a DeepSeekDeployment
+ChildKey = tuple[str, str]  # (kind, name)
+
+_MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+# The kinds the operator owns, by kind: (apiVersion, REST collection across namespaces, optional).
+OWNED: dict[str, tuple[str, str, bool]] = {
+    "Deployment": ("apps/v1", "/apis/apps/v1/deployments", False),
+    LWS_KIND: (LWS_API_VERSION, f"/apis/{LWS_API_VERSION}/leaderworkersets", True),
+    "Job": ("batch/v1", "/apis/batch/v1/jobs", False),
+    "ConfigMap": ("v1", "/api/v1/configmaps", False),
+    "Service": ("v1", "/api/v1/services", False),
+    "PodDisruptionBudget": ("policy/v1", "/apis/policy/v1/poddisruptionbudgets", False),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "/apis/autoscaling/v2/horizontalpodautoscalers", False),
+    "ControllerRevision": ("apps/v1", "/apis/apps/v1/controllerrevisions", False),
+}
+API_VERSIONS: dict[str, str] = {kind: v[0] for kind, v in OWNED.items()} | {"Pod": "v1"}
+_OUR_ANNOTATIONS = f"{GROUP}/"
+
+
+def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    out = {k: meta[k] for k in ("name", "namespace", "resourceVersion", "generation", "uid") if k in meta}
+    out["labels"] = dict(meta.get("labels") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_OUR_ANNOTATIONS)}
+    if annotations:
+        out["annotations"] = annotations
+    if meta.get("deletionTimestamp"):
+        out["deletionTimestamp"] = meta["deletionTimestamp"]
+    return out
+
+
+def slim_owned(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A child the operator owns, as gathering reads it: metadata, the replica count and the status
+    (ControllerRevisions whole: they are the revision records)."""
+    if obj.get("kind") == "ControllerRevision" or ("data" in obj and "revision" in obj):
+        out = {k: obj[k] for k in ("apiVersion", "kind", "revision", "data") if k in obj}
+        out["metadata"] = _meta(obj)
+        return out
+    out = {"metadata": _meta(obj)}
+    spec = obj.get("spec") or {}
+    if "replicas" in spec:
+        out["spec"] = {"replicas": spec["replicas"]}
+    if obj.get("status"):
+        out["status"] = obj["status"]
+    return out
+
+
+def slim_node(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A node as the GPU inventory reads it (no heartbeat times: they change every few seconds)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": dict(meta.get("labels") or {}),
+        },
+        "spec": {"taints": spec.get("taints") or [], "unschedulable": bool(spec.get("unschedulable"))},
+        "status": {
+            "allocatable": dict(status.get("allocatable") or {}),
+            "capacity": dict(status.get("capacity") or {}),
+            "conditions": [
+                {"type": c.get("type"), "status": c.get("status")} for c in status.get("conditions") or []
+            ],
+        },
+    }
+
+
+def _without_version(obj: Mapping[str, Any] | None) -> Any:
+    if obj is None:
+        return None
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    return {**obj, "metadata": meta}
+
+
+def owner_of(obj: Mapping[str, Any]) -> Owner | None:
+    """The DeepSeekDeployment a child belongs to, from its labels."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner = labels.get(names.DEPLOYMENT_LABEL)
+    if not owner or labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return None
+    return str(meta.get("namespace") or ""), str(owner)
+
+
+class Cache:
+    """Every informer the loop needs, an index of children by owner, and the DeepSeekDeployments
+    (fed by kopf's watch of the custom resource)."""
+
+    def __init__(self, on_owner: Callable[[Owner], None], on_capacity: Callable[[], None]) -> None:
+        self._on_owner = on_owner
+        self._on_capacity = on_capacity
+        self._lock = threading.Lock()
+        self._index: dict[Owner, set[ChildKey]] = {}
+        self.resources = Store(KIND)
+        self.informers: dict[str, Informer] = {}
+        for kind, (_, path, optional) in OWNED.items():
+            self.informers[kind] = Informer(Source(kind, path, _MANAGED, optional), slim_owned, self._changed)
+        # Every pod: the inventory counts other workloads' GPUs too.
+        self.informers["Pod"] = Informer(Source("Pod", "/api/v1/pods"), slim_pod, self._changed)
+        self.informers["Node"] = Informer(Source("Node", "/api/v1/nodes"), slim_node, self._changed)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every informer."""
+        for informer in self.informers.values():
+            informer.start()
+
+    def wait_synced(self, timeout: float) -> list[str]:
+        """Wait until every informer has listed once; returns the kinds still not listed."""
+        late = []
+        for kind, informer in self.informers.items():
+            if not informer.synced.wait(timeout):
+                late.append(kind)
+        return late
+
+    def stop(self) -> None:
+        """Stop every informer."""
+        for informer in self.informers.values():
+            informer.stop()
+        for informer in self.informers.values():
+            informer.join(1.0)
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def _changed(self, kind: str, event: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        owner = owner_of(obj) if kind != "Node" else None
+        if owner is not None:
+            key = (kind, str(obj["metadata"]["name"]))
+            with self._lock:
+                if event == "DELETED":
+                    self._index.get(owner, set()).discard(key)
+                else:
+                    self._index.setdefault(owner, set()).add(key)
+        if event != "DELETED" and _without_version(obj) == _without_version(old):
+            return  # only the resourceVersion moved (or nothing we read)
+        if owner is not None:
+            self._on_owner(owner)
+        if kind == "Node" or (kind == "Pod" and _frees_or_takes_gpus(event, obj, old)):
+            self._on_capacity()
+
+    def resource_changed(self, event: str, body: dict[str, Any]) -> bool:
+        """Record a DeepSeekDeployment from kopf's watch; True when it changed (the operator's own
+        status write, already stored from its answer, is not a change)."""
+        meta = body.get("metadata") or {}
+        if event == "DELETED":
+            self.resources.remove(str(meta.get("namespace")), str(meta.get("name")))
+            return False
+        return self.resources.put(body)[0]
+
+    def remember(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Store what a write answered (newer than the watch may have delivered yet)."""
+        if kind == KIND:
+            self.resources.put(dict(obj))
+            return
+        informer = self.informers.get(kind)
+        if informer is None:
+            return
+        slim = slim_pod(obj) if kind == "Pod" else slim_owned(obj)
+        if informer.store.put(slim)[0] and (owner := owner_of(slim)) is not None:
+            with self._lock:
+                self._index.setdefault(owner, set()).add((kind, str(slim["metadata"]["name"])))
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """Drop an object the operator deleted."""
+        informer = self.informers.get(kind)
+        if informer is not None:
+            informer.store.remove(namespace, name)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def resource(self, owner: Owner) -> dict[str, Any] | None:
+        """The DeepSeekDeployment as last seen."""
+        return self.resources.get(*owner)
+
+    def children(self, owner: Owner) -> dict[ChildKey, dict[str, Any]]:
+        """Every stored child of ``owner`` (pods included, under kind "Pod")."""
+        with self._lock:
+            keys = list(self._index.get(owner, ()))
+        out: dict[ChildKey, dict[str, Any]] = {}
+        for kind, name in keys:
+            informer = self.informers.get(kind)
+            obj = informer.store.get(owner[0], name) if informer else None
+            if obj is not None:
+                out[(kind, name)] = obj
+        return out
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node."""
+        return self.informers["Node"].store.items()
+
+    def gpu_pods(self) -> list[dict[str, Any]]:
+        """Every pod that holds GPUs now (bound, not finished)."""
+        return [
+            p
+            for p in self.informers["Pod"].store.items()
+            if (p.get("spec") or {}).get("nodeName") and gpus_requested_by_pod(p) > 0
+        ]
+
+    def lws_available(self) -> bool:
+        """Whether the cluster serves the LeaderWorkerSet API."""
+        return self.informers[LWS_KIND].available
+
+
+def _gpus_held(pod: Mapping[str, Any] | None) -> int:
+    if pod is None or not (pod.get("spec") or {}).get("nodeName"):
+        return 0
+    return gpus_requested_by_pod(dict(pod))
+
+
+def _frees_or_takes_gpus(event: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Whether a pod event changes how many GPUs are held on some node."""
+    if event == "DELETED":
+        return _gpus_held(old if old is not None else obj) > 0
+    return _gpus_held(old) != _gpus_held(obj)
+
+
+RESOURCE_PATH = f"/apis/{API_VERSION}/{PLURAL}"

@@ -1,0 +1,186 @@
+"""The loop: watch caches feed a work queue; workers take a resource and make one pass of
+gather -> decide -> write. Nothing polls: a pass runs when the resource or one of its children
+changes, when GPUs free up for a resource waiting on them, or when its next analysis is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from deepseek_operator.api.spec import DeploymentSpec
+from deepseek_operator.errors import OperatorError, TransientError
+from deepseek_operator.kube import client as kube
+from deepseek_operator.planning.types import Plan
+from deepseek_operator.reconcile import decide as decider
+from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile.cache import Cache, Owner
+from deepseek_operator.reconcile.gather import gather
+from deepseek_operator.reconcile.queue import WorkQueue
+from deepseek_operator.reconcile.workloads import revision_objects
+from deepseek_operator.reconcile.write import execute
+
+log = logging.getLogger(__name__)
+
+WORKERS = 4
+SYNC_TIMEOUT_SECONDS = 60.0
+_MEMO_SIZE = 4096
+Built = tuple[DeploymentSpec, Plan, list[dict[str, Any]]]
+
+
+class Controller:
+    """The operator's loop for every DeepSeekDeployment it sees."""
+
+    def __init__(self, workers: int = WORKERS) -> None:
+        self.queue: WorkQueue[Owner] = WorkQueue()
+        self.cache = Cache(on_owner=self.queue.add, on_capacity=self._wake_waiting)
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._ran_at: dict[Owner, dt.datetime] = {}  # analyses that ran and were not written
+        self._waiting: set[Owner] = set()  # resources waiting for free GPUs
+        self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
+        self._failures: dict[Owner, int] = {}  # consecutive failed passes, for the backoff
+        self._built: OrderedDict[tuple[Any, ...], Built] = OrderedDict()
+        self.passes = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the informers, wait until they have listed, then start the workers."""
+        self.cache.start()
+        late = self.cache.wait_synced(SYNC_TIMEOUT_SECONDS)
+        if late:
+            log.warning("not listed after %.0f s: %s; starting anyway", SYNC_TIMEOUT_SECONDS, ", ".join(late))
+        for i in range(self._workers):
+            t = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the workers (after their current pass) and the informers."""
+        self.queue.shutdown()
+        for t in self._threads:
+            t.join(10.0)
+        self.cache.stop()
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def resource_event(self, event: str, body: dict[str, Any]) -> None:
+        """A DeepSeekDeployment was added, changed or deleted (from kopf's watch)."""
+        meta = body.get("metadata") or {}
+        owner = (str(meta.get("namespace")), str(meta.get("name")))
+        if event == "DELETED":
+            self.cache.resource_changed(event, body)
+            self._forget(owner)
+            return
+        if self.cache.resource_changed(event, body):
+            self.queue.add(owner)
+
+    def _wake_waiting(self) -> None:
+        with self._lock:
+            waiting = list(self._waiting)
+        for owner in waiting:
+            self.queue.add(owner)
+
+    def _forget(self, owner: Owner) -> None:
+        with self._lock:
+            self._ran_at.pop(owner, None)
+            self._waiting.discard(owner)
+            self._errors.pop(owner, None)
+            self._failures.pop(owner, None)
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def _build(self, body: Mapping[str, Any], revision: str, records: rv.Records) -> Built:
+        """:func:`revision_objects`, memoised on what it depends on."""
+        meta = body["metadata"]
+        record = records.get(revision) or {}
+        key = (
+            meta.get("uid"),
+            meta.get("generation"),
+            revision,
+            (record.get("metadata") or {}).get("resourceVersion"),
+        )
+        with self._lock:
+            hit = self._built.get(key)
+            if hit is not None:
+                self._built.move_to_end(key)
+                return hit
+        built = revision_objects(body, revision, records)
+        with self._lock:
+            self._built[key] = built
+            while len(self._built) > _MEMO_SIZE:
+                self._built.popitem(last=False)
+        return built
+
+    def sync(self, owner: Owner) -> float | None:
+        """One pass for ``owner``: gather, decide, write. Returns when to come back (seconds)."""
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            ran_at = self._ran_at.get(owner)
+        facts = gather(self.cache, owner, now, ran_at)
+        if facts is None:
+            self._forget(owner)
+            return None
+        writes = decider.decide(facts, self._build)
+        execute(self.cache, facts.body, writes)
+        with self._lock:
+            self.passes += 1
+            if writes.analysis_ran_at is not None:
+                self._ran_at[owner] = writes.analysis_ran_at
+            elif "analysis" in writes.status:
+                self._ran_at.pop(owner, None)
+            if writes.waiting_for_capacity:
+                self._waiting.add(owner)
+            else:
+                self._waiting.discard(owner)
+        return writes.requeue_after
+
+    def _work(self) -> None:
+        while (owner := self.queue.get()) is not None:
+            try:
+                again = self._sync_reporting(owner)
+                if again is not None:
+                    self.queue.add(owner, again)
+            finally:
+                self.queue.done(owner)
+
+    def _sync_reporting(self, owner: Owner) -> float | None:
+        """:meth:`sync`, with failures retried with backoff and said once in an event."""
+        try:
+            again = self.sync(owner)
+        except TransientError as e:
+            log.debug("%s/%s: %s", *owner, e)  # a newer version exists, or the API server is busy
+            return self._backoff(owner, 0.2)
+        except OperatorError as e:
+            self._report(owner, str(e))
+            return self._backoff(owner, 2.0)
+        except Exception as e:
+            log.exception("%s/%s: the pass failed", *owner)
+            self._report(owner, f"internal error: {e!r}")
+            return self._backoff(owner, 2.0)
+        with self._lock:
+            self._failures.pop(owner, None)
+            self._errors.pop(owner, None)
+        return again
+
+    def _backoff(self, owner: Owner, base: float) -> float:
+        with self._lock:
+            n = self._failures.get(owner, 0)
+            self._failures[owner] = n + 1
+        return float(min(base * 2**n, 60.0))
+
+    def _report(self, owner: Owner, message: str) -> None:
+        with self._lock:
+            if self._errors.get(owner) == message:
+                return
+            self._errors[owner] = message
+        body = self.cache.resource(owner)
+        log.warning("%s/%s: %s", *owner, message)
+        if body is not None:
+            kube.post_event(dict(body), "Warning", "ReconcileError", message)

@@ -1,0 +1,158 @@
+"""decide: the gathered facts in, the writes to make out. Pure: no client, no clock, no network.
+
+The same function serves every pass, whatever woke it (a spec change, a child's change, an
+analysis falling due, the operator starting): it is level-triggered. The steps, in order:
+
+1. parse the spec (an invalid one is a condition and an event; nothing else moves);
+2. the spec step, when the spec changed, waits on the cluster, or is retried: references,
+   placement, the revision record, the rollout step (:mod:`.spec_step`);
+   otherwise the analysis step, when gathering ran a due analysis (:mod:`.analysis_step`);
+3. the workload step: the objects, counts and traffic labels ``status.revisions`` asks for
+   (:mod:`.workloads`);
+4. the status step: phase and conditions from the children, naming what blocks (:mod:`.report`);
+5. when to come back: the next analysis.
+
+A decision that moves revisions is in the status written before any workload moves, so an
+operator stopped in between finds it and finishes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepseek_operator import status as st
+from deepseek_operator.api.clock import format_time
+from deepseek_operator.api.spec import DeploymentSpec, parse_spec
+from deepseek_operator.api.types import DecisionAction
+from deepseek_operator.errors import SpecError
+from deepseek_operator.reconcile import analysis_step as an
+from deepseek_operator.reconcile import report
+from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile import spec_step as sp
+from deepseek_operator.reconcile.facts import Facts, MetricOp, Writes
+from deepseek_operator.reconcile.workloads import (
+    Live,
+    RevisionBuilder,
+    handover,
+    revision_objects,
+    workload_step,
+)
+from deepseek_operator.rollout import decisions
+from deepseek_operator.rollout.decisions import Revisions
+
+
+@dataclass
+class _Pass:
+    """What the steps of one pass hand on to the next."""
+
+    revisions: Revisions
+    records: dict[str, Any]
+    status: dict[str, Any] = field(default_factory=dict)  # fields set by the spec or analysis step
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    blocked: str = ""
+    placed_message: str = ""
+    handover: int | None = None
+    spec_step: bool = False
+
+
+def _placed_message(f: Facts) -> str:
+    for cond in (f.body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Placed":
+            return str(cond.get("message") or "")
+    return ""
+
+
+def _analysis(f: Facts, spec: DeploymentSpec, p: _Pass, w: Writes, now: str) -> None:
+    if f.analysis is None or not an.analysable(p.revisions):
+        return
+    out = an.analysis_step(f.body, spec, p.revisions, f.analysis, f.now)
+    w.events.extend(out.events)
+    w.metrics.extend(out.metrics)
+    if not out.recorded:
+        w.analysis_ran_at = f.now
+        return
+    p.status.update(out.status)
+    if out.condition is not None:
+        generation = f.body["metadata"].get("generation")
+        p.conditions = st.merge_conditions(p.conditions, [out.condition], generation, now)
+    if out.decision.revisions != p.revisions:
+        old, p.revisions = p.revisions, out.decision.revisions
+        if out.decision.action in (DecisionAction.PROMOTE, DecisionAction.ROLLBACK):
+            _, new_stable_plan = rv.load_revision(f.body, p.revisions.stable, p.records)
+            p.handover = handover(f.body, spec, old, f.children, new_stable_plan)
+
+
+def _requeue(f: Facts, spec: DeploymentSpec, p: _Pass, w: Writes) -> None:
+    """Come back when the next analysis is due (nothing else here is time-driven)."""
+    if not an.analysable(p.revisions):
+        return
+    subject = an.subject(p.revisions)[0]
+    if "analysis" in w.status or w.analysis_ran_at is not None:
+        due = spec.rollout.analysis.interval_seconds
+    elif an.awaiting_pods(report.serving_pods(f.children, subject)):
+        due = spec.rollout.analysis.interval_seconds  # a pod becoming ready wakes it sooner
+    else:
+        due = an.seconds_until_due(f.body, spec, f.now, f.analysis_ran_at)
+    due = max(due, 0.05)
+    w.requeue_after = due if w.requeue_after is None else min(due, w.requeue_after)
+
+
+def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
+    """The writes that bring the cluster and the status to what ``f`` asks for (pure; raises
+    OperatorError when a live revision cannot be rebuilt, e.g. its record was deleted)."""
+    now = format_time(f.now)
+    current = f.body.get("status") or {}
+    try:
+        spec = parse_spec(f.body.get("spec"))
+    except SpecError as e:
+        return sp.invalid_spec_writes(f.body, e, now)
+    w = Writes()
+    p = _Pass(
+        revisions=Revisions.from_status(current.get("revisions")),
+        records=dict(rv.records_of(f.children)),
+        conditions=list(current.get("conditions") or []),
+        placed_message=_placed_message(f),
+    )
+    if sp.needs_spec_step(f.body):
+        try:
+            out = sp.spec_step(f, spec, now, w)
+        except SpecError as e:
+            return sp.invalid_spec_writes(f.body, e, now)
+        if out.stop:
+            return w
+        p.revisions, p.records, p.blocked, p.spec_step = out.revisions, out.records, out.blocked, True
+        p.placed_message = out.placed_message
+        p.status.update(out.status)
+    else:
+        if spec_revision := rv.spec_revision(f.body, p.records):
+            p.blocked = decisions.blocked_message(p.revisions, spec_revision)
+        _analysis(f, spec, p, w, now)
+    if not p.revisions.stable:
+        w.status = st.status_patch(current, p.status)
+        return w
+    live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
+    w.status = st.status_patch(current, {**p.status, **_status(f, p, live, now)})
+    w.events.extend(report.phase_events(current, w.status))
+    _requeue(f, spec, p, w)
+    return w
+
+
+def _status(f: Facts, p: _Pass, live: Live, now: str) -> dict[str, Any]:
+    owner = str(f.body["metadata"]["name"])
+    revs = p.revisions
+    assert live.stable is not None  # the stable revision always runs
+    stable_obs = report.observe(f.children, owner, revs.stable, live.stable)
+    canary_obs = None
+    if revs.canary and live.canary is not None:
+        canary_obs = report.observe(f.children, owner, revs.canary, live.canary)
+    blockers = (
+        report.revision_blocker(f.children, revs.stable, stable_obs),
+        report.revision_blocker(f.children, revs.canary, canary_obs) if canary_obs is not None else None,
+    )
+    return report.rollout_status(
+        f.body, revs, (stable_obs, canary_obs), blockers, p.placed_message, p.blocked, now, p.conditions
+    )
+
+
+__all__ = ["Facts", "MetricOp", "Writes", "decide"]

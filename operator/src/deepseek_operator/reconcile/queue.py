@@ -1,0 +1,85 @@
+"""A work queue of resource keys, as client-go's: a key waits once however often it is added, is
+never handled by two workers at once, and may be added for later (``delay``)."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class WorkQueue(Generic[K]):
+    """Keys to handle, deduplicated; :meth:`get` blocks until one is ready or the queue shuts down."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: deque[K] = deque()
+        self._dirty: set[K] = set()  # waiting in _ready, or to be handled again after processing
+        self._processing: set[K] = set()
+        self._later: list[tuple[float, int, K]] = []  # (when, tie-breaker, key)
+        self._seq = 0
+        self._closed = False
+
+    def add(self, key: K, delay: float = 0.0) -> None:
+        """Handle ``key`` (after ``delay`` seconds)."""
+        with self._cond:
+            if self._closed:
+                return
+            if delay > 0:
+                self._seq += 1
+                heapq.heappush(self._later, (time.monotonic() + delay, self._seq, key))
+                self._cond.notify()
+                return
+            self._add_now(key)
+
+    def _add_now(self, key: K) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._ready.append(key)
+            self._cond.notify()
+
+    def _promote_due(self) -> float | None:
+        now = time.monotonic()
+        while self._later and self._later[0][0] <= now:
+            _, _, key = heapq.heappop(self._later)
+            self._add_now(key)
+        return self._later[0][0] - now if self._later else None
+
+    def get(self) -> K | None:
+        """The next key to handle (the caller must call :meth:`done`); None once shut down."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                wait = self._promote_due()
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._dirty.discard(key)
+                    self._processing.add(key)
+                    return key
+                self._cond.wait(wait)
+
+    def done(self, key: K) -> None:
+        """``key`` is handled; if it was added meanwhile it is ready again."""
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._ready.append(key)
+                self._cond.notify()
+
+    def shutdown(self) -> None:
+        """Wake every waiting :meth:`get` with None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._ready)

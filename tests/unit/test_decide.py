@@ -1,0 +1,380 @@
+"""Table tests of the loop's pure decide function, on every rollout path, with no cluster.
+
+Each test plays passes on :class:`tests.support.world.World`: decide, carry out the writes as
+the API server would, let the controllers settle, decide again. What the real loop does is
+checked against the real control plane in tests/integration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from deepseek_operator.api import names
+from deepseek_operator.reconcile.facts import AnalysisRun, Writes
+from deepseek_operator.rollout.decisions import Measurement, Revisions
+from tests.support.world import World, gpu_nodes, sample
+
+GOOD = Measurement(p99_latency_ms=120.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
+SLOW = Measurement(p99_latency_ms=900.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
+UNREACHABLE = Measurement(problems=("revision x cannot be reached",))
+
+
+def revs(w: World) -> Revisions:
+    return Revisions.from_status((w.body.get("status") or {}).get("revisions"))
+
+
+def conds(w: World) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in w.body["status"]["conditions"]}
+
+
+def kinds(writes: Writes) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in writes.apply)
+
+
+def reasons(w: World) -> list[str]:
+    return [r for _, r, _ in w.events]
+
+
+def deployed() -> World:
+    """A sample that converged: its first revision is stable and Ready."""
+    w = World(sample())
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready"
+    return w
+
+
+def analyse(w: World, m: Measurement, times: int = 1, advance: float = 31.0) -> Writes:
+    """``times`` analyses of the revision under test, ``advance`` seconds apart."""
+    last = Writes()
+    for _ in range(times):
+        w.now += dt.timedelta(seconds=advance)
+        r = revs(w)
+        subject, role = (r.canary, "canary") if r.canary else (r.stable, "stable")
+        last = w.decide(AnalysisRun(subject, role, m, None))  # type: ignore[arg-type]
+        w.apply(last)
+        w.settle()
+    return last
+
+
+def new_revision(w: World) -> str:
+    w.change_spec(model__revision="v2")
+    w.converge()
+    canary = revs(w).canary
+    assert canary and canary != revs(w).stable
+    return canary
+
+
+# --- first deployment -------------------------------------------------------------------------
+
+
+def test_first_pass_records_and_creates_everything_in_order() -> None:
+    w = World(sample())
+    first = w.decide()
+    revision = first.status["revisions"]["stable"]
+    assert [r["kind"] for r in first.records] == ["ControllerRevision"]
+    assert first.status["observedGeneration"] == 1 and first.status["placement"]["gpusPerReplica"] == 1
+    assert kinds(first) == sorted(
+        [
+            ("ConfigMap", names.model_repository_name("r1-qwen-7b", revision)),
+            ("Deployment", names.workload_name("r1-qwen-7b", revision)),
+            ("Job", first.apply[1]["metadata"]["name"]),
+            ("PodDisruptionBudget", "r1-qwen-7b"),
+            ("Service", "r1-qwen-7b"),
+        ]
+    )
+    assert [s.replicas for s in first.scale] == [1]
+    assert first.status["phase"] == "Building"  # the engine is not built yet
+
+
+def test_converged_resource_writes_nothing() -> None:
+    w = deployed()
+    again = w.decide()
+    assert again.empty() and not again.status and not again.apply
+    c = conds(w)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("True", "Serving")
+    assert c["EngineReady"]["reason"] == "Built"
+
+
+def test_pdb_selects_the_stable_revision_only() -> None:
+    w = deployed()
+    pdb = next(o for o in World(sample()).decide().apply if o["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"][names.REVISION_LABEL] == revs(w).stable
+
+
+def test_pytorch_path_has_no_build_job() -> None:
+    w = World(sample("deepseek-v2-lite"))
+    first = w.decide()
+    assert "Job" not in [k for k, _ in kinds(first)]
+
+
+# --- spec problems ------------------------------------------------------------------------------
+
+
+def test_invalid_spec_is_a_condition_and_an_event_and_nothing_moves() -> None:
+    w = deployed()
+    w.change_spec(engine__maxInputTokens=-5)
+    bad = w.decide()
+    w.apply(bad)
+    assert not bad.apply and not bad.delete and not bad.scale
+    assert (
+        conds(w)["Progressing"]["reason"] == "InvalidSpec"
+        and "maxInputTokens" in conds(w)["Progressing"]["message"]
+    )
+    assert conds(w)["Ready"]["status"] == "True" and w.body["status"]["phase"] == "Degraded"
+    assert "InvalidSpec" in reasons(w)
+
+
+def test_nothing_fits_says_why_and_waits_for_capacity() -> None:
+    w = World(sample(), nodes=gpu_nodes("l4:1x1"))
+    out = w.decide()
+    w.apply(out)
+    assert out.waiting_for_capacity and not out.apply
+    assert conds(w)["Placed"]["status"] == "False" and w.body["status"]["phase"] == "Pending"
+    assert "NotPlaced" in reasons(w)
+    w.nodes = gpu_nodes()  # GPUs free up: the next pass places it
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "reason"),
+    [("PersistentVolumeClaim", "model-store", "PVCNotFound")],
+)
+def test_missing_reference_blocks_children_and_names_the_object(kind: str, name: str, reason: str) -> None:
+    w = World(sample(), references={(kind, name): False})
+    out = w.decide()
+    w.apply(out)
+    assert not out.apply and not out.records and out.requeue_after
+    c = conds(w)
+    assert c["Progressing"]["reason"] == reason and f'"{name}"' in c["Progressing"]["message"]
+    assert c["Ready"]["reason"] == reason and reason in reasons(w)
+    w.references = {(kind, name): True}
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready"
+
+
+def test_missing_secret_of_a_download_is_named() -> None:
+    w = World(sample("deepseek-v2-lite"), references={("Secret", "hf-token"): False})
+    w.apply(w.decide())
+    assert conds(w)["Ready"]["reason"] == "SecretNotFound" and "hf-token" in conds(w)["Ready"]["message"]
+
+
+# --- what blocks progress -------------------------------------------------------------------------
+
+
+def _pending(w: World, component: str, message: str) -> None:
+    revision = revs(w).stable
+    labels = {**names.labels("r1-qwen-7b", component), names.REVISION_LABEL: revision}
+    if component == names.COMPONENT_ENGINE_BUILD:
+        job = next(n for (k, n) in w.children if k == "Job")
+        labels["batch.kubernetes.io/job-name"] = job
+    w.children[("Pod", "p-0")] = {
+        "metadata": {"name": "p-0", "namespace": "llm", "labels": labels},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ],
+        },
+    }
+
+
+def test_unschedulable_build_pod_is_named_in_engine_ready() -> None:
+    w = World(sample())
+    w.apply(w.decide())
+    _pending(w, names.COMPONENT_ENGINE_BUILD, "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    w.apply(w.decide())
+    c = conds(w)
+    assert (c["EngineReady"]["reason"], c["Ready"]["reason"]) == ("Unschedulable", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in c["EngineReady"]["message"]
+
+
+def test_missing_pvc_seen_by_the_scheduler_is_named() -> None:
+    w = World(sample())
+    w.apply(w.decide())
+    _pending(
+        w,
+        names.COMPONENT_ENGINE_BUILD,
+        '0/3 nodes are available: persistentvolumeclaim "model-store" not found.',
+    )
+    w.apply(w.decide())
+    assert conds(w)["Ready"]["reason"] == "PVCNotFound" and "model-store" in conds(w)["Ready"]["message"]
+
+
+def test_image_pull_failure_of_serving_pods_is_named() -> None:
+    w = World(sample())
+    w.apply(w.decide())
+    w.settle(ready=False)
+    pod = next(p for (k, _), p in w.children.items() if k == "Pod")
+    pod["status"]["containerStatuses"] = [
+        {
+            "name": "triton",
+            "image": "nvcr.io/x:bad",
+            "ready": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+        }
+    ]
+    w.apply(w.decide())
+    c = conds(w)
+    assert c["Ready"]["reason"] == "ImagePullFailed" and "nvcr.io/x:bad" in c["Ready"]["message"]
+    assert c["Progressing"]["reason"] == "ImagePullFailed"
+
+
+# --- canary, promotion, rollback --------------------------------------------------------------------
+
+
+def test_new_revision_starts_a_canary_beside_stable() -> None:
+    w = deployed()
+    stable = revs(w).stable
+    canary = new_revision(w)
+    assert revs(w).stable == stable and revs(w).lent == 0
+    assert "CanaryStarted" in reasons(w) and w.body["status"]["phase"] == "Canary"
+    assert ("Deployment", names.workload_name("r1-qwen-7b", canary)) in w.children
+    labels = [
+        p["metadata"]["labels"].get(names.TRAFFIC_LABEL) for (k, _), p in w.children.items() if k == "Pod"
+    ]
+    assert labels == ["serving", "serving"]
+
+
+def test_canary_without_free_gpus_replaces_a_stable_replica() -> None:
+    w = World(sample(), nodes=gpu_nodes("h100:1x1"))
+    w.converge()
+    w.other_pods = []
+    new_revision(w)
+    r = revs(w)
+    assert r.lent == 1 and w.body["status"]["revisions"]["canaryMode"] == "ReplaceReplica"
+    stable = w.children[("Deployment", names.workload_name("r1-qwen-7b", r.stable))]
+    assert stable["spec"]["replicas"] == 0
+
+
+def test_passing_canary_is_promoted_after_successful_analyses() -> None:
+    w = deployed()
+    old = revs(w).stable
+    canary = new_revision(w)
+    analyse(w, GOOD, times=2)
+    assert revs(w).canary == canary
+    analyse(w, GOOD)
+    r = revs(w)
+    assert (r.stable, r.canary, r.previous) == (canary, "", old)
+    assert "Promoted" in reasons(w)
+    # the old stable is a standby of 0 replicas: kept, without traffic
+    assert w.children[("Deployment", names.workload_name("r1-qwen-7b", old))]["spec"]["replicas"] == 0
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready"
+
+
+def test_failing_canary_is_rolled_back_and_not_retried() -> None:
+    w = deployed()
+    stable = revs(w).stable
+    canary = new_revision(w)
+    last = analyse(w, SLOW, times=3)
+    r = revs(w)
+    assert (r.stable, r.canary, r.failed) == (stable, "", (canary,))
+    assert any(m.name == "rollbacks" and m.labels[2] == "latency" for m in last.metrics)
+    assert w.body["status"]["lastRollback"]["from"] == canary
+    assert ("Deployment", names.workload_name("r1-qwen-7b", canary)) not in w.children
+    w.converge()
+    assert w.body["status"]["phase"] == "RolledBack" and conds(w)["RolledBack"]["status"] == "True"
+
+
+def test_retry_annotation_starts_the_failed_revision_again() -> None:
+    w = deployed()
+    canary = new_revision(w)
+    analyse(w, SLOW, times=3)
+    w.body["metadata"]["annotations"] = {names.RETRY_ANNOTATION: "1"}
+    w.converge()
+    assert revs(w).canary == canary and "Retry" in reasons(w)
+
+
+def test_crash_between_the_decision_and_its_application_finishes_it_once() -> None:
+    w = deployed()
+    canary = new_revision(w)
+    analyse(w, SLOW, times=2)
+    w.now += dt.timedelta(seconds=31)
+    decision = w.decide(AnalysisRun(canary, "canary", SLOW, None))  # type: ignore[arg-type]
+    w.apply(decision, upto="status")  # killed after the status write
+    assert revs(w).canary == "" and ("Deployment", names.workload_name("r1-qwen-7b", canary)) in w.children
+    events_before = len(w.events)
+    after = w.decide()  # the restarted operator
+    assert [d.name for d in after.delete if d.kind == "Deployment"] == [
+        names.workload_name("r1-qwen-7b", canary)
+    ]
+    assert "revisions" not in after.status and "RolledBack" not in [r for _, r, _ in after.events]
+    w.apply(after)
+    assert len([r for r in reasons(w)[events_before:] if r == "RolledBack"]) == 0
+
+
+def test_stable_that_drifts_rolls_back_to_the_warm_standby() -> None:
+    body = sample()
+    body["spec"]["rollout"]["standbyReplicas"] = 1
+    w = World(body)
+    w.converge()
+    old = revs(w).stable
+    new = new_revision(w)
+    analyse(w, GOOD, times=3)
+    assert revs(w).stable == new
+    w.converge()
+    assert w.children[("Deployment", names.workload_name("r1-qwen-7b", old))]["spec"]["replicas"] == 1
+    analyse(w, SLOW, times=3)
+    r = revs(w)
+    assert (r.stable, r.failed) == (old, (new,))
+    traffic = {
+        p["metadata"]["labels"][names.REVISION_LABEL]: p["metadata"]["labels"].get(names.TRAFFIC_LABEL)
+        for (k, _), p in w.children.items()
+        if k == "Pod"
+    }
+    assert traffic[old] == "serving"
+
+
+def test_spec_back_at_stable_aborts_the_canary() -> None:
+    w = deployed()
+    new_revision(w)
+    w.change_spec(model__revision="main")
+    w.converge()
+    assert revs(w).canary == "" and "CanaryAborted" in reasons(w)
+
+
+def test_promotion_under_an_hpa_keeps_the_reached_count() -> None:
+    body = sample()
+    body["spec"].pop("replicas")
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 4}
+    w = World(body)
+    w.converge()
+    stable = names.workload_name("r1-qwen-7b", revs(w).stable)
+    w.children[("Deployment", stable)]["spec"] = {"replicas": 3}  # the HPA scaled it
+    canary = new_revision(w)
+    analyse(w, GOOD, times=3)
+    assert revs(w).stable == canary
+    assert w.children[("Deployment", names.workload_name("r1-qwen-7b", canary))]["spec"]["replicas"] == 3
+
+
+# --- analysis bookkeeping -----------------------------------------------------------------------------
+
+
+def test_repeated_inconclusive_analysis_is_not_written_again() -> None:
+    w = deployed()
+    first = analyse(w, UNREACHABLE)
+    assert "analysis" in first.status
+    second = analyse(w, UNREACHABLE)
+    assert not second.status and second.analysis_ran_at == w.now
+    assert second.requeue_after == pytest.approx(30.0)
+
+
+def test_next_analysis_is_scheduled_at_its_interval() -> None:
+    w = deployed()
+    out = analyse(w, GOOD)
+    assert out.requeue_after == pytest.approx(30.0)
+    w.now += dt.timedelta(seconds=10)
+    assert w.decide().requeue_after == pytest.approx(20.0)
+
+
+def test_no_analysis_while_no_pod_is_ready() -> None:
+    w = World(sample())
+    w.apply(w.decide())
+    w.settle(ready=False)
+    out = w.decide()
+    assert out.requeue_after == pytest.approx(30.0)  # pods becoming ready wake it sooner
