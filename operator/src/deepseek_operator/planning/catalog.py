@@ -24,6 +24,7 @@ embedding (a lookup, not a matmul) and include the output head, as DeepSeek's
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -375,8 +376,14 @@ def _ffn(arch: ModelArch, layer: int) -> list[Component]:
 
 def layer_components(arch: ModelArch, layer: int) -> list[Component]:
     """The weights of decoder layer ``layer``: attention, MLP or experts, and the two RMSNorms."""
+    return list(_layer_components(arch, layer))
+
+
+@functools.lru_cache(maxsize=4096)
+def _layer_components(arch: ModelArch, layer: int) -> tuple[Component, ...]:
+    # Placement sizes every layer of every candidate layout: the same few answers many times.
     norms = Component("norms", layer, 2 * arch.hidden_size, False, "replicated")
-    return [*_attention(arch, layer), *_ffn(arch, layer), norms]
+    return (*_attention(arch, layer), *_ffn(arch, layer), norms)
 
 
 def embedding_components(arch: ModelArch) -> list[Component]:

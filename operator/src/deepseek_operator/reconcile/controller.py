@@ -128,6 +128,8 @@ class Controller:
             self._forget(owner)
             return None
         writes = decider.decide(facts, self._build)
+        if writes.only_progress() and self.queue.pending(owner):
+            return None  # a child changed meanwhile: the pass about to run writes the newer status
         execute(self.cache, facts.body, writes)
         with self._lock:
             self.passes += 1

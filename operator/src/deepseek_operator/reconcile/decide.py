@@ -132,6 +132,7 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         w.status = st.status_patch(current, p.status)
         return w
     live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
+    w.status_first = bool(Revisions.from_status(current.get("revisions")).stable)
     w.status = st.status_patch(current, {**p.status, **_status(f, p, live, now)})
     w.events.extend(report.phase_events(current, w.status))
     _requeue(f, spec, p, w)

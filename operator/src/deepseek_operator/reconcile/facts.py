@@ -87,7 +87,7 @@ class MetricOp:
 class Writes:
     """What one pass does, carried out in this order: records, events, status (conditional on the
     resourceVersion decided on; a conflict ends the pass), objects, scales, deletions, pod labels,
-    metrics."""
+    metrics. Without ``status_first`` the objects and scales go before the events and status."""
 
     records: list[dict[str, Any]] = field(default_factory=list)  # ControllerRevisions to create
     events: list[Event] = field(default_factory=list)
@@ -100,6 +100,27 @@ class Writes:
     requeue_after: float | None = None  # come back then even if nothing changes (time-driven work)
     analysis_ran_at: dt.datetime | None = None  # remember: an analysis ran whose result is not written
     waiting_for_capacity: bool = False  # wake this resource when GPUs free up
+    # The status goes before the objects when it moves revisions that already run (the decision
+    # must be durable before workloads move); a first deployment's objects may go first.
+    status_first: bool = True
+
+    def only_progress(self) -> bool:
+        """Whether the pass only reports progress (status fields that follow the children, no
+        decision, no event): such a write can give way to a newer pass."""
+        decided = {"revisions", "analysis", "lastRollback", "observedGeneration"}
+        return (
+            bool(self.status)
+            and not decided & set(self.status)
+            and not (
+                self.records
+                or self.events
+                or self.apply
+                or self.scale
+                or self.delete
+                or self.relabel
+                or self.metrics
+            )
+        )
 
     def empty(self) -> bool:
         """Whether the pass writes nothing to the API server."""

@@ -74,6 +74,11 @@ class WorkQueue(Generic[K]):
                 self._ready.append(key)
                 self._cond.notify()
 
+    def pending(self, key: K) -> bool:
+        """Whether ``key`` was added again while it is being handled."""
+        with self._cond:
+            return key in self._dirty
+
     def shutdown(self) -> None:
         """Wake every waiting :meth:`get` with None."""
         with self._cond:

@@ -24,6 +24,7 @@ from deepseek_operator.rollout import revisions as rec
 from deepseek_operator.rollout.decisions import Revisions
 
 Children = Mapping[ChildKey, Mapping[str, Any]]
+API_DEFAULT_REPLICAS = 1  # what the API server sets on a Deployment applied without spec.replicas
 # (body, revision, records) -> (spec, plan, objects): pure, and memoised by the loop.
 RevisionBuilder = Callable[
     [Mapping[str, Any], str, rv.Records], tuple[DeploymentSpec, Plan, list[dict[str, Any]]]
@@ -114,7 +115,10 @@ def workload_step(
             if want.replicas is not None
             else (handover_to if want.role == Role.STABLE else None)
         )
-        if count is not None and _replicas(children, kind, name) != count:
+        current = _replicas(children, kind, name)
+        if current is None and count == API_DEFAULT_REPLICAS and kind == "Deployment":
+            continue  # created without a count, the API server gives it this one
+        if count is not None and current != count:
             w.scale.append(Scale(api_version, kind, name, count))
     stable_plan = plans.get(Role.STABLE)
     if stable_plan is not None:

@@ -3,7 +3,9 @@ what the API server answered (so that the next pass does not decide on an older 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from deepseek_operator import metrics
@@ -25,27 +27,58 @@ def _metric(op: MetricOp) -> None:
         metrics.DRIFT_TO_ROLLBACK.labels(*op.labels).observe(op.value)
 
 
+# The objects of one pass do not depend on each other at the API server (a pod that mounts a
+# ConfigMap created a moment later mounts it when the kubelet retries), so they go out together.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apply")
+
+
+def _in_parallel(calls: list[Callable[[], Any]]) -> None:
+    """Run ``calls`` at once; the first error is raised after all have finished."""
+    if len(calls) <= 1:
+        for call in calls:
+            call()
+        return
+    futures = [_POOL.submit(call) for call in calls]
+    wait(futures)
+    for f in futures:
+        f.result()
+
+
+def _apply(cache: Cache, obj: dict[str, Any]) -> None:
+    cache.remember(str(obj["kind"]), kube.apply(obj))
+
+
+def _scales(cache: Cache, namespace: str, w: Writes) -> None:
+    for s in w.scale:
+        cache.remember(s.kind, kube.apply_scale(s.api_version, s.kind, namespace, s.name, s.replicas))
+
+
 def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     """Do ``w`` for the resource ``body``; returns the resource as it is after (its new status).
 
     The status write is conditional on ``body``'s resourceVersion: when the resource changed
-    meanwhile it raises TransientError before any object moves, and the pass is made again on
-    the newer version. Events go out before the status, so that whoever sees the new status
-    finds the events that explain it.
+    meanwhile it raises TransientError before any object moves (unless the objects went first,
+    for a first deployment: then they are what the next pass decides again), and the pass is
+    made again on the newer version.
     """
     plain = dict(body)
     namespace = str(body["metadata"]["namespace"])
-    for record in w.records:
-        cache.remember(str(record["kind"]), kube.apply(record))
-    for kind, reason, message in w.events:
-        kube.post_event(plain, kind, reason, message)
+    # Everything before the status goes out together: the new records, the events (so that
+    # whoever sees the new status finds the events that explain it), and, for a first
+    # deployment, the objects.
+    before: list[Callable[[], Any]] = [functools.partial(_apply, cache, r) for r in w.records]
+    before += [functools.partial(kube.post_event, plain, *e) for e in w.events]
+    if not w.status_first:
+        before += [functools.partial(_apply, cache, o) for o in w.apply]
+    _in_parallel(before)
+    if not w.status_first:
+        _scales(cache, namespace, w)
     if w.status:
         plain = kube.patch_status(plain, w.status)
         cache.remember(KIND, plain)
-    for obj in w.apply:
-        cache.remember(str(obj["kind"]), kube.apply(obj))
-    for s in w.scale:
-        cache.remember(s.kind, kube.apply_scale(s.api_version, s.kind, namespace, s.name, s.replicas))
+    if w.status_first:
+        _in_parallel([functools.partial(_apply, cache, o) for o in w.apply])
+        _scales(cache, namespace, w)
     for d in w.delete:
         kube.delete(d.api_version, d.kind, namespace, d.name)
         cache.forget(d.kind, namespace, d.name)

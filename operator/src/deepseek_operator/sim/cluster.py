@@ -59,6 +59,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Client rate limits of the controller-manager and the scheduler (requests/s, burst).
+_CLIENT_RATE = ("--kube-api-qps=500", "--kube-api-burst=1000")
+
+
 @dataclass
 class _Process:
     name: str
@@ -310,6 +314,13 @@ class SimCluster:
                 f"--cluster-signing-key-file={pki.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*",
+                # The defaults (20 requests/s, 5 concurrent syncs) make the controller-manager the
+                # bottleneck once hundreds of workloads start at once (bench/loop.py); large real
+                # clusters raise them too.
+                *_CLIENT_RATE,
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
+                "--concurrent-job-syncs=20",
             ],
         )
         sched_port = free_port()
@@ -322,6 +333,7 @@ class SimCluster:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
+                *_CLIENT_RATE,  # 50 requests/s by default: one bind per pod
             ],
         )
         self._wait(controller_manager, deadline, lambda: _https_ok(f"https://127.0.0.1:{cm_port}/healthz"))
