@@ -179,3 +179,34 @@ def test_image_pull_failure_is_named(kube_api: Any, namespace: str, model_store:
         kube_api, namespace, "v2-lite", "ImagePullFailed", "registry.invalid/tritonserver:nope"
     )
     print(f"image pull failure named after {took:.2f} s")
+
+
+def test_a_child_change_reaches_status_within_a_second(
+    kube_api: Any, namespace: str, model_store: str, operator: Any
+) -> None:
+    """Watched, not polled: a serving pod that stops being ready shows in the resource's status
+    within a second (the old loop looked at its children every 5 s)."""
+    body = _sample("deepseek-v2-lite")
+    body["spec"]["engine"] = {"runtime": "pytorch"}
+    kube.server_side_apply(kube_api, body, "user", namespace)
+    wait_for(
+        lambda: (_get(kube_api, namespace, "v2-lite").get("status") or {}).get("phase") == "Ready",
+        timeout=30,
+        what="Ready",
+    )
+    core = client.CoreV1Api(kube_api)
+    (pod,) = core.list_namespaced_pod(namespace, label_selector=f"{names.DEPLOYMENT_LABEL}=v2-lite").items
+    now = format_time(dt.datetime.now(dt.UTC))
+    start = time.monotonic()
+    core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        namespace,
+        {"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}},
+    )
+    wait_for(
+        lambda: (_get(kube_api, namespace, "v2-lite").get("status") or {}).get("readyReplicas") == 0,
+        timeout=1.0,
+        interval=0.05,
+        what="readyReplicas 0 in status",
+    )
+    print(f"a pod no longer ready reached status after {time.monotonic() - start:.2f} s")

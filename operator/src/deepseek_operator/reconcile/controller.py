@@ -27,6 +27,7 @@ from deepseek_operator.reconcile.write import execute
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+TRANSIENT_REPORT_DELAY = 6.4  # a "passing" fault still there after five retries is said in an event
 SYNC_TIMEOUT_SECONDS = 60.0
 _MEMO_SIZE = 4096
 Built = tuple[DeploymentSpec, Plan, list[dict[str, Any]]]
@@ -157,8 +158,13 @@ class Controller:
         try:
             again = self.sync(owner)
         except TransientError as e:
-            log.debug("%s/%s: %s", *owner, e)  # a newer version exists, or the API server is busy
-            return self._backoff(owner, 0.2)
+            # A newer version exists, or the API server is busy: said only when it repeats.
+            delay = self._backoff(owner, 0.2)
+            if delay >= TRANSIENT_REPORT_DELAY:
+                self._report(owner, f"{e} (again in {delay:.0f} s)")  # it does not pass: say so
+            else:
+                log.debug("%s/%s: %s; again in %.1f s", *owner, e, delay)
+            return delay
         except OperatorError as e:
             self._report(owner, str(e))
             return self._backoff(owner, 2.0)

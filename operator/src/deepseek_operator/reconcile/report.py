@@ -64,6 +64,12 @@ def job_pods(children: Children, job: Mapping[str, Any] | None) -> list[Mapping[
     ]
 
 
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return _condition(pod, "Ready") is not None
+
+
 def observe(children: Children, owner: str, revision: str, plan: Plan) -> st.Observed:
     """What the watched children show of one revision: its workload and its engine build Job."""
     multi = plan.nodes_per_replica > 1
@@ -85,11 +91,15 @@ def observe(children: Children, owner: str, revision: str, plan: Plan) -> st.Obs
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             failed_msg = cond.get("message", "the serving Deployment exceeded its progress deadline")
     generation = (workload.get("metadata") or {}).get("generation", 0)
+    ready = int(wstatus.get("readyReplicas", 0))
+    if not multi:
+        # The pods say it first: the Deployment's count follows two controller writes later.
+        ready = max(ready, len([p for p in serving_pods(children, revision) if _pod_ready(p)]))
     return st.Observed(
         deployment_found=True,
         desired_replicas=int((workload.get("spec") or {}).get("replicas", 1)),
         replicas=int(wstatus.get("replicas", 0)),
-        ready_replicas=int(wstatus.get("readyReplicas", 0)),
+        ready_replicas=ready,
         updated_replicas=int(wstatus.get("updatedReplicas", 0)),
         deployment_generation_observed=True if multi else wstatus.get("observedGeneration", 0) >= generation,
         deployment_failed=failed_msg,

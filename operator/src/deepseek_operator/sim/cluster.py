@@ -35,7 +35,7 @@ from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, 
 from deepseek_operator.sim.pki import PKI, write_pki
 from deepseek_operator.sim.tools import Tools, find_tools
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"  # room for thousands of Services (bench/loop.py); a /24 runs out at 254
 SERVICE_IP = "10.0.0.1"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 ADMIN_USER = "sim-admin"
