@@ -22,7 +22,7 @@ scheduler, kwok GPU nodes), installs the CRD and runs the operator as a child pr
      price of the operator's loop on top.
 
    Both sides are timed from the first apply to readiness seen by the same method: a GET of the
-   single object every 50 ms. Operator and floor runs alternate, so drift of the cluster
+   single object every 5 ms. Operator and floor runs alternate, so drift of the cluster
    touches both alike.
 2. **N at once.** For each N of ``--sizes``: N DeepSeekDeployments (engine and PyTorch path
    alternating, or ``--bulk-runtime``) are applied from ``--threads`` threads as fast as the
