@@ -278,6 +278,9 @@ def test_failing_canary_is_rolled_back_and_not_retried() -> None:
     assert any(m.name == "rollbacks" and m.labels[2] == "latency" for m in last.metrics)
     assert w.body["status"]["lastRollback"]["from"] == canary
     assert ("Deployment", names.workload_name("r1-qwen-7b", canary)) not in w.children
+    # The pass that rolls back already says so: no Canary -> Ready -> RolledBack flicker.
+    assert w.body["status"]["phase"] == "RolledBack"
+    assert [m for _, r, m in w.events if r == "Phase"][-1] == "phase Canary -> RolledBack"
     w.converge()
     assert w.body["status"]["phase"] == "RolledBack" and conds(w)["RolledBack"]["status"] == "True"
 

@@ -125,9 +125,10 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         p.placed_message = out.placed_message
         p.status.update(out.status)
     else:
+        _analysis(f, spec, p, w, now)
+        # After the analysis: a rollback in this pass already blocks the spec's revision.
         if spec_revision := rv.spec_revision(f.body, p.records):
             p.blocked = decisions.blocked_message(p.revisions, spec_revision)
-        _analysis(f, spec, p, w, now)
     if not p.revisions.stable:
         w.status = st.status_patch(current, p.status)
         return w
