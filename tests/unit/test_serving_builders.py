@@ -288,3 +288,12 @@ def test_hpa_targets_the_leader_worker_set_of_multi_node_replicas() -> None:
         "kind": "LeaderWorkerSet",
         "name": "r1-qwen-7b",
     }
+
+
+def test_engine_build_keeps_its_log_tail_for_status() -> None:
+    # The kubelet copies the log's last lines into the terminated state only with this policy;
+    # diagnosis quotes that line when the build Job fails (docs/loop.md).
+    spec = parse_spec(BASE)
+    job = serving.build_engine_job(OWNER, spec, plan_deployment(spec))
+    (build,) = job["spec"]["template"]["spec"]["containers"]
+    assert build["terminationMessagePolicy"] == "FallbackToLogsOnError"

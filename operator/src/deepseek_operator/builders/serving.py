@@ -613,8 +613,12 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
                 },
                 "volumeMounts": mounts,
                 "securityContext": _container_security(),
-                # A failed build leaves the tail of its log in the pod's status (the kubelet copies
-                # it when no termination message was written), so status can quote it.
+                # A failed build leaves the tail of its log in the pod's status, so status can
+                # quote it. Kubernetes core/v1 Container.terminationMessagePolicy:
+                # FallbackToLogsOnError "will use the last chunk of container log output if the
+                # termination message file is empty and the container exited with an error"
+                # (at most 2048 bytes or 80 lines; kubernetes.io/docs/tasks/debug/
+                # debug-application/determine-reason-pod-failure/).
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],

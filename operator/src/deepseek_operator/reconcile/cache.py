@@ -14,14 +14,12 @@ from typing import Any
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import (
-    API_VERSION,
     GROUP,
     KIND,
     LABEL_MANAGED_BY,
     LWS_API_VERSION,
     LWS_KIND,
     MANAGED_BY,
-    PLURAL,
 )
 from deepseek_operator.diagnosis import slim_pod
 from deepseek_operator.kube.watch import Informer, Source, Store
@@ -42,7 +40,6 @@ OWNED: dict[str, tuple[str, str, bool]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", "/apis/autoscaling/v2/horizontalpodautoscalers", False),
     "ControllerRevision": ("apps/v1", "/apis/apps/v1/controllerrevisions", False),
 }
-API_VERSIONS: dict[str, str] = {kind: v[0] for kind, v in OWNED.items()} | {"Pod": "v1"}
 _OUR_ANNOTATIONS = f"{GROUP}/"
 
 
@@ -228,10 +225,6 @@ class Cache:
             if (p.get("spec") or {}).get("nodeName") and gpus_requested_by_pod(p) > 0
         ]
 
-    def lws_available(self) -> bool:
-        """Whether the cluster serves the LeaderWorkerSet API."""
-        return self.informers[LWS_KIND].available
-
 
 def _gpus_held(pod: Mapping[str, Any] | None) -> int:
     if pod is None or not (pod.get("spec") or {}).get("nodeName"):
@@ -244,6 +237,3 @@ def _frees_or_takes_gpus(event: str, obj: Mapping[str, Any], old: Mapping[str, A
     if event == "DELETED":
         return _gpus_held(old if old is not None else obj) > 0
     return _gpus_held(old) != _gpus_held(obj)
-
-
-RESOURCE_PATH = f"/apis/{API_VERSION}/{PLURAL}"

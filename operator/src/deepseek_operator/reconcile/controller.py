@@ -47,7 +47,6 @@ class Controller:
         self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
         self._failures: dict[Owner, int] = {}  # consecutive failed passes, for the backoff
         self._built: OrderedDict[tuple[Any, ...], Built] = OrderedDict()
-        self.passes = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -133,7 +132,6 @@ class Controller:
             return None  # a child changed meanwhile: the pass about to run writes the newer status
         execute(self.cache, facts.body, writes)
         with self._lock:
-            self.passes += 1
             if writes.analysis_ran_at is not None:
                 self._ran_at[owner] = writes.analysis_ran_at
             elif "analysis" in writes.status:

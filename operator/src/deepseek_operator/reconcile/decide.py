@@ -30,7 +30,7 @@ from deepseek_operator.reconcile import analysis_step as an
 from deepseek_operator.reconcile import report
 from deepseek_operator.reconcile import revision as rv
 from deepseek_operator.reconcile import spec_step as sp
-from deepseek_operator.reconcile.facts import Facts, MetricOp, Writes
+from deepseek_operator.reconcile.facts import Facts, Writes
 from deepseek_operator.reconcile.workloads import (
     Live,
     RevisionBuilder,
@@ -155,6 +155,3 @@ def _status(f: Facts, p: _Pass, live: Live, now: str) -> dict[str, Any]:
     return report.rollout_status(
         f.body, revs, (stable_obs, canary_obs), blockers, p.placed_message, p.blocked, now, p.conditions
     )
-
-
-__all__ = ["Facts", "MetricOp", "Writes", "decide"]

@@ -44,7 +44,6 @@ class Facts:
     references: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (kind, name) -> exists
     analysis: AnalysisRun | None = None
     analysis_ran_at: dt.datetime | None = None  # an analysis ran then whose result was not written
-    lws_available: bool = True
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,6 @@ def gather(cache: Cache, owner: Owner, now: dt.datetime, ran_at: dt.datetime | N
             gpu_pods=cache.gpu_pods(),
             references=check_references(spec, owner[0]),
             analysis_ran_at=ran_at,
-            lws_available=cache.lws_available(),
         )
     run = run_analysis(body, spec, children) if analysis_due(body, spec, children, now, ran_at) else None
     return Facts(
@@ -130,5 +129,4 @@ def gather(cache: Cache, owner: Owner, now: dt.datetime, ran_at: dt.datetime | N
         children=children,
         analysis=run,
         analysis_ran_at=ran_at,
-        lws_available=cache.lws_available(),
     )
