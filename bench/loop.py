@@ -93,6 +93,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.sim.cluster import SimCluster, free_port
@@ -207,6 +208,25 @@ def proc_status_kib(pid: int, key: str) -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_by_process(operator_pid: int) -> dict[str, float]:
+    """CPU seconds of every process on the machine so far, summed by name; the operator and this
+    benchmark under their own names."""
+    out: dict[str, float] = defaultdict(float)
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cpu = proc_cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        name = "operator" if pid == operator_pid else "benchmark" if pid == me else comm
+        out[name] += cpu
+    return dict(out)
 
 
 class RssSampler(threading.Thread):
@@ -573,12 +593,21 @@ def single_phase(bench: Bench, report: Callable[[list[SingleResult]], None]) -> 
 
 
 class ReadyWatcher(threading.Thread):
-    """Watches a namespace's DeepSeekDeployments; notes when each wanted one is first Ready."""
+    """Watches a namespace's DeepSeekDeployments (or another collection: ``collection`` is (group,
+    version, plural), ``check`` says when one is ready); notes when each wanted one is first ready."""
 
-    def __init__(self, api: Any, namespace: str, wanted: set[str]) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        wanted: set[str],
+        collection: tuple[str, str, str] = (GROUP, VERSION, PLURAL),
+        check: Callable[[dict[str, Any]], bool] = is_dsd_ready,
+    ) -> None:
         super().__init__(daemon=True)
         self.custom = k8s.CustomObjectsApi(api)
         self.namespace, self.wanted = namespace, wanted
+        self.collection, self.check = collection, check
         self.ready: dict[str, float] = {}  # name -> time.monotonic() when first seen Ready
         self.listening, self.done = threading.Event(), threading.Event()
         self.errors: list[str] = []
@@ -598,13 +627,14 @@ class ReadyWatcher(threading.Thread):
 
     def _note(self, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name")
-        if name in self.wanted and name not in self.ready and is_dsd_ready(obj):
+        if name in self.wanted and name not in self.ready and self.check(obj):
             self.ready[name] = time.monotonic()
             if len(self.ready) == len(self.wanted):
                 self.done.set()
 
     def _list_and_watch(self) -> None:
-        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        group, version, plural = self.collection
+        listing = self.custom.list_namespaced_custom_object(group, version, self.namespace, plural)
         for obj in listing.get("items", []):
             self._note(obj)
         version = listing["metadata"]["resourceVersion"]
@@ -616,12 +646,13 @@ class ReadyWatcher(threading.Thread):
 
     def _watch_from(self, version: str) -> str:
         w = watch.Watch()
+        group, api_version, plural = self.collection
         for event in w.stream(
             self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
+            group,
+            api_version,
             self.namespace,
-            PLURAL,
+            plural,
             resource_version=version,
             timeout_seconds=5,
         ):
@@ -674,6 +705,11 @@ class SizeResult:
     watch_errors: list[str]
     idle: Idle | None = None
     cleanup_s: float | None = None
+    # CPU seconds by process name during the phase (the control plane, kwok, the operator, this
+    # benchmark), and the API requests the phase made (non-watch, by "VERB resource").
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
+    requests: dict[str, float] = field(default_factory=dict)
+    floor: FloorResult | None = None
 
 
 def bulk_runtimes(args: argparse.Namespace, n: int) -> list[str]:
@@ -718,6 +754,7 @@ def bulk_size(bench: Bench, n: int) -> SizeResult:
         raise BenchError(f"the watch on {namespace} did not start: {watcher.errors[-1:]}")
     sampler = RssSampler(bench.operator.pid)
     sampler.start()
+    requests0, procs0 = scrape_requests(bench.cluster), cpu_by_process(bench.operator.pid)
     cpu0, started = proc_cpu_seconds(bench.operator.pid), time.monotonic()
     errors = apply_all(bench, bodies)
     apply_s = time.monotonic() - started
@@ -727,6 +764,12 @@ def bulk_size(bench: Bench, n: int) -> SizeResult:
         watcher.stop()
         sampler.stop()
     ended = time.monotonic()
+    procs = diff_counts(procs0, cpu_by_process(bench.operator.pid))
+    requests = {
+        k: v
+        for k, v in diff_counts(requests0, scrape_requests(bench.cluster)).items()
+        if not k.startswith("WATCH")
+    }
     times = sorted(t - started for t in watcher.ready.values())
     complete = len(times) == n
     elapsed = times[-1] if complete else ended - started
@@ -744,7 +787,119 @@ def bulk_size(bench: Bench, n: int) -> SizeResult:
         cpu_s=proc_cpu_seconds(bench.operator.pid) - cpu0,
         operator_start_s=start_s,
         watch_errors=watcher.errors[:5],
+        cpu_by_process={k: round(v, 1) for k, v in sorted(procs.items(), key=lambda kv: -kv[1]) if v >= 0.5},
+        requests=dict(sorted(requests.items(), key=lambda kv: -kv[1])),
     )
+
+
+# ---- 2b. the floor of N at once: the operator's objects, applied by hand ---------------------
+
+# What the operator creates for one PyTorch-path resource (its pods come from the Deployment).
+FLOOR_KINDS = (
+    ("v1", "configmaps"),
+    ("apps/v1", "deployments"),
+    ("v1", "services"),
+    ("policy/v1", "poddisruptionbudgets"),
+    ("apps/v1", "controllerrevisions"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
+)
+_DROP_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "ownerReferences", "generation")
+
+
+def _collection(api_version: str, plural: str, namespace: str) -> str:
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{root}/namespaces/{namespace}/{plural}"
+
+
+def capture_children(bench: Bench, namespace: str, owner: str) -> list[dict[str, Any]]:
+    """The objects the operator made for ``owner``, as a user would apply them: no server-set
+    metadata, no owner reference (the owner is gone when they are applied), no status."""
+    out = []
+    selector = f"{names.DEPLOYMENT_LABEL}={owner}"
+    for api_version, plural in FLOOR_KINDS:
+        listing = kube.request(
+            bench.api, "GET", _collection(api_version, plural, namespace), query=[("labelSelector", selector)]
+        )
+        kind = listing.get("kind", "").removesuffix("List")
+        for item in listing.get("items", []):
+            item.pop("status", None)
+            meta = item["metadata"]
+            for key in _DROP_META:
+                meta.pop(key, None)
+            meta.get("annotations", {}).pop("deployment.kubernetes.io/revision", None)
+            if kind == "Service":
+                for key in ("clusterIP", "clusterIPs"):
+                    item["spec"].pop(key, None)
+            out.append({"apiVersion": api_version, "kind": kind, **item})
+    return out
+
+
+def floor_copies(template: list[dict[str, Any]], owner: str, namespace: str, n: int) -> list[dict[str, Any]]:
+    """``n`` copies of ``template``, ``owner`` renamed in every name and label."""
+    text = json.dumps(template)
+    docs = []
+    for i in range(n):
+        for doc in json.loads(text.replace(owner, f"f{i:04d}")):
+            doc["metadata"]["namespace"] = namespace
+            docs.append(doc)
+    return docs
+
+
+def _deployment_ready(obj: dict[str, Any]) -> bool:
+    want = int((obj.get("spec") or {}).get("replicas", 1))
+    return int((obj.get("status") or {}).get("readyReplicas") or 0) >= want
+
+
+@dataclass
+class FloorResult:
+    n: int
+    objects: int
+    apply_s: float
+    apply_errors: int
+    ready: int
+    all_ready_s: float | None
+    cpu_by_process: dict[str, float]
+    requests: dict[str, float]
+
+
+def bulk_floor(bench: Bench, n: int, template: list[dict[str, Any]], owner: str) -> FloorResult:
+    """The same objects the operator made for ``n`` resources, applied by hand (server-side apply,
+    from the same threads) with the operator stopped; timed until every Deployment is ready."""
+    namespace = f"bulkfloor-{n}"
+    bench.namespace(namespace, pvc=True)
+    docs = floor_copies(template, owner, namespace, n)
+    wanted = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    watcher = ReadyWatcher(bench.api, namespace, wanted, ("apps", "v1", "deployments"), _deployment_ready)
+    watcher.start()
+    if not watcher.listening.wait(30):
+        raise BenchError(f"the watch on {namespace} did not start: {watcher.errors[-1:]}")
+    requests0, procs0 = scrape_requests(bench.cluster), cpu_by_process(0)
+    started = time.monotonic()
+    errors = apply_all(bench, docs)
+    apply_s = time.monotonic() - started
+    try:
+        deadline = started + bench.args.ready_timeout
+        while time.monotonic() < deadline and not watcher.done.is_set():
+            watcher.done.wait(1.0)
+    finally:
+        watcher.stop()
+    procs = diff_counts(procs0, cpu_by_process(0))
+    requests = diff_counts(requests0, scrape_requests(bench.cluster))
+    times = sorted(t - started for t in watcher.ready.values())
+    result = FloorResult(
+        n=n,
+        objects=len(docs),
+        apply_s=apply_s,
+        apply_errors=errors,
+        ready=len(times),
+        all_ready_s=times[-1] if len(times) == len(wanted) else None,
+        cpu_by_process={k: round(v, 1) for k, v in sorted(procs.items(), key=lambda kv: -kv[1]) if v >= 0.5},
+        requests={
+            k: v for k, v in sorted(requests.items(), key=lambda kv: -kv[1]) if not k.startswith("WATCH")
+        },
+    )
+    delete_namespaces(bench, [namespace], bench.args.ready_timeout)
+    return result
 
 
 # ---- 3. idle ---------------------------------------------------------------------------------
@@ -888,16 +1043,37 @@ def run_size(bench: Bench, n: int) -> SizeResult:
         f"({result.ready}/{n}); {result.ready_per_s:.2f} Ready/s; peak RSS {result.peak_rss_mib:.0f} MiB; "
         f"CPU {result.cpu_s:.1f} s"
     )
+    say("   CPU seconds by process: " + ", ".join(f"{k} {v:g}" for k, v in result.cpu_by_process.items()))
+    say(
+        f"   API requests ({sum(result.requests.values()):.0f}, not counting watches): "
+        + ", ".join(f"{k} {v:g}" for k, v in list(result.requests.items())[:16])
+    )
     if bench.args.idle_seconds > 0 and n in bench.args.idle_sizes and result.all_ready_s is None:
         say("   idle skipped: not all resources are Ready, so the loop is not idle")
     elif bench.args.idle_seconds > 0 and n in bench.args.idle_sizes:
         result.idle = idle_phase(bench, f"bulk-{n}", n)
         print_idle(result.idle, n)
+    template: list[dict[str, Any]] = []
+    if bench.args.bulk_floor and result.all_ready_s is not None:
+        template = capture_children(bench, f"bulk-{n}", "m0000")
     if not bench.operator.running():
         bench.operator.start()  # its finalizers: the namespace goes only with the operator up
     result.cleanup_s = delete_namespaces(bench, [f"bulk-{n}"], bench.args.ready_timeout)
     say(f"   namespace bulk-{n} deleted, pods gone, in {result.cleanup_s:.1f} s")
     bench.operator.stop()
+    if template:
+        kinds = ", ".join(sorted(d["kind"] for d in template))
+        say(f"== 2b. the floor of {n} at once: the objects of one resource ({kinds}) x {n}, by hand")
+        result.floor = floor = bulk_floor(bench, n, template, "m0000")
+        say(
+            f"   {floor.objects} objects applied in {floor.apply_s:.1f} s ({floor.apply_errors} failed); "
+            f"all {n} Deployments ready {fmt(floor.all_ready_s, '.1f')} s ({floor.ready}/{n})"
+        )
+        say("   CPU seconds by process: " + ", ".join(f"{k} {v:g}" for k, v in floor.cpu_by_process.items()))
+        say(
+            f"   API requests ({sum(floor.requests.values()):.0f}, not counting watches): "
+            + ", ".join(f"{k} {v:g}" for k, v in list(floor.requests.items())[:16])
+        )
     return result
 
 
@@ -980,16 +1156,17 @@ def _spread(values: list[float]) -> str:
 def growth_table(results: list[SizeResult], out: TextIO = sys.stdout) -> None:
     print("\n### N resources at once\n", file=out)
     print(
-        "| N | all Ready (s) | Ready/s | peak RSS (MiB) | CPU (s) | idle req/resource/min "
+        "| N | all Ready (s) | floor (s) | Ready/s | peak RSS (MiB) | CPU (s) | idle req/resource/min "
         "| idle watch req | idle writes |",
         file=out,
     )
-    print("|---|---|---|---|---|---|---|---|", file=out)
+    print("|---|---|---|---|---|---|---|---|---|", file=out)
     for r in results:
         done = fmt(r.all_ready_s, ".1f") if r.all_ready_s is not None else f"timeout ({r.ready}/{r.n} Ready)"
         idle = r.idle
+        floor = fmt(r.floor.all_ready_s, ".1f") if r.floor else "-"
         print(
-            f"| {r.n} | {done} | {r.ready_per_s:.2f} | {r.peak_rss_mib:.0f} | {r.cpu_s:.1f} "
+            f"| {r.n} | {done} | {floor} | {r.ready_per_s:.2f} | {r.peak_rss_mib:.0f} | {r.cpu_s:.1f} "
             f"| {fmt(idle.nonwatch_per_resource_per_min) if idle else '-'} "
             f"| {f'{idle.watch_requests:g}' if idle else '-'} | {idle.writes if idle else '-'} |",
             file=out,
@@ -1011,6 +1188,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bulk-runtime", choices=["alternate", *RUNTIMES], default="alternate")
     parser.add_argument("--threads", type=int, default=4, help="threads that apply the bulk resources")
     parser.add_argument("--gpu-nodes", type=int, default=0, help="GPU nodes (default ceil(max N/8)+4)")
+    parser.add_argument(
+        "--bulk-floor",
+        action="store_true",
+        help="after each size, apply the objects the operator made for it by hand, as the size's floor",
+    )
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-bulk", action="store_true")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -1123,7 +1305,7 @@ def finish(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 def _size_from(data: dict[str, Any]) -> SizeResult:
     idle = data.get("idle")
-    fields = {**data, "idle": None}
+    fields = {**data, "idle": None, "floor": FloorResult(**data["floor"]) if data.get("floor") else None}
     result = SizeResult(**fields)
     if idle:
         result.idle = Idle(

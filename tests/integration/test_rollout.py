@@ -469,7 +469,10 @@ def test_operator_killed_mid_analysis_keeps_history_and_rolls_back_once(
         )
         canary = r.change(rig.servers["new"])
         rig.servers["new"].set_behaviour(latency_ms=600)
-        wait_for(
+        # The canary may wait for GPUs that an earlier test's namespace still holds while it is
+        # deleted; the failing streak starts once its pod serves.
+        r.wait(lambda: canary in r.traffic_revisions(), timeout=60, what="the canary serving")
+        r.wait(
             lambda: r.status().get("analysis", {}).get("consecutiveFailures") == 2,
             timeout=30,
             what="two failing analyses",
