@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from deepseek_operator.api import names
@@ -187,3 +188,60 @@ def test_plan_cli_against_the_live_cluster(sim_cluster: Any, namespace: str, kub
     # The H200 node is full, so R1 goes across the two H100 nodes.
     assert placement["placed"] is True
     assert (placement["gpuProduct"], placement["nodesPerReplica"]) == ("NVIDIA-H100-80GB-HBM3", 2)
+
+
+def test_resources_applied_at_once_are_not_promised_the_same_gpus(
+    kube_api: Any, namespace: str, model_store: str, operator: Any
+) -> None:
+    """Ten engine-path resources of two one-GPU replicas, applied together, allowed on H100 (16
+    GPUs, preferred) and H200 (8): an engine is pinned to the product it is built for, so had
+    each placement seen the same free GPUs, all ten would pick the H100s and four pods would
+    never be scheduled. Each placement counts the GPUs the ones before it took."""
+    from deepseek_operator.kube.inventory import gather_inventory  # noqa: PLC0415
+
+    h100, h200 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"
+
+    def free() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in gather_inventory(api=kube_api):
+            out[str(n.gpu_product)] = out.get(str(n.gpu_product), 0) + n.gpus_free
+        return out
+
+    wait_for(lambda: free().get(h100) == 16 and free().get(h200) == 8, timeout=60, what="H100s and H200 free")
+    spec = {
+        "model": {
+            "id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+            "source": {"pvc": {"claimName": model_store, "path": "deepseek/r1-qwen-7b"}},
+        },
+        "engine": {"runtime": "tensorrt-llm", "precision": "bf16"},
+        "gpu": {"products": [h100, h200], "perReplica": 1},
+        "replicas": 2,
+    }
+    names_ = [f"m{i}" for i in range(10)]
+    for name in names_:
+        _apply(kube_api, namespace, _dsd(name, spec))
+
+    def all_ready() -> list[dict[str, Any]] | None:
+        statuses = [_status(kube_api, namespace, n) for n in names_]
+        return statuses if all(s.get("phase") == "Ready" for s in statuses) else None
+
+    deadline = time.monotonic() + 120
+    while (statuses := all_ready()) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if statuses is None:
+        seen = {
+            n: (
+                s.get("phase"),
+                (s.get("placement") or {}).get("gpuProduct"),
+                _condition(s, "Ready").get("message"),
+            )
+            for n in names_
+            if (s := _status(kube_api, namespace, n)).get("phase") != "Ready"
+        }
+        pytest.fail(f"not Ready after 120 s: {json.dumps(seen, indent=1)}")
+    products = [s["placement"]["gpuProduct"] for s in statuses]
+    # Never more than a product holds (the build Jobs' pods hold GPUs for a moment too, so a
+    # placement may already turn to the H200 before the H100s are all promised).
+    assert products.count(h100) <= 8 and products.count(h200) <= 4 and len(products) == 10
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+    assert not [p.metadata.name for p in pods if p.status.phase == "Pending"]

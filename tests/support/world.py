@@ -21,6 +21,7 @@ import yaml
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import KIND, LABEL_COMPONENT
 from deepseek_operator.reconcile.cache import slim_node, slim_owned
+from deepseek_operator.reconcile.capacity import Capacity
 from deepseek_operator.reconcile.decide import decide
 from deepseek_operator.reconcile.facts import AnalysisRun, Facts, Writes
 from deepseek_operator.sim.gpus import node_manifests, parse_gpu_spec
@@ -62,14 +63,18 @@ class World:
 
     def facts(self, analysis: AnalysisRun | None = None) -> Facts:
         """The facts a pass would gather now."""
-        pods = [c for (k, _), c in self.children.items() if k == "Pod"]
-        gpu_pods = [*self.other_pods, *[p for p in pods if (p.get("spec") or {}).get("nodeName")]]
+        # The inventory as the loop keeps it: the informers feed the nodes and every pod.
+        capacity = Capacity()
+        for node in self.nodes:
+            capacity.node_changed("ADDED", node)
+        for pod in [*self.other_pods, *[c for (k, _), c in self.children.items() if k == "Pod"]]:
+            capacity.pod_changed("ADDED", pod)
+        owner = (str(self.body["metadata"]["namespace"]), str(self.body["metadata"]["name"]))
         return Facts(
             body=copy.deepcopy(self.body),
             now=self.now,
             children=copy.deepcopy(self.children),
-            nodes=self.nodes,
-            gpu_pods=gpu_pods,
+            inventory=capacity.inventory(owner, 0.0),
             references=dict(self.references),
             analysis=analysis,
             analysis_ran_at=self.ran_at,

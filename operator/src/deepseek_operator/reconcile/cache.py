@@ -24,6 +24,7 @@ from deepseek_operator.api.constants import (
 from deepseek_operator.diagnosis import slim_pod
 from deepseek_operator.kube.watch import Informer, Source, Store
 from deepseek_operator.planning.inventory import gpus_requested_by_pod
+from deepseek_operator.reconcile.capacity import Capacity
 
 Owner = tuple[str, str]  # (namespace, name) of a DeepSeekDeployment
 ChildKey = tuple[str, str]  # (kind, name)
@@ -119,6 +120,7 @@ class Cache:
         self._on_capacity = on_capacity
         self._lock = threading.Lock()
         self._index: dict[Owner, set[ChildKey]] = {}
+        self.capacity = Capacity()  # the GPU inventory, fed by the pod and node informers
         self.resources = Store(KIND)
         self.informers: dict[str, Informer] = {}
         for kind, (_, path, optional) in OWNED.items():
@@ -152,6 +154,10 @@ class Cache:
     # --- changes ---------------------------------------------------------------------------
 
     def _changed(self, kind: str, event: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if kind == "Pod":
+            self.capacity.pod_changed(event, obj)
+        elif kind == "Node":
+            self.capacity.node_changed(event, obj)
         owner = owner_of(obj) if kind != "Node" else None
         if owner is not None:
             key = (kind, str(obj["metadata"]["name"]))
@@ -212,18 +218,6 @@ class Cache:
             if obj is not None:
                 out[(kind, name)] = obj
         return out
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node."""
-        return self.informers["Node"].store.items()
-
-    def gpu_pods(self) -> list[dict[str, Any]]:
-        """Every pod that holds GPUs now (bound, not finished)."""
-        return [
-            p
-            for p in self.informers["Pod"].store.items()
-            if (p.get("spec") or {}).get("nodeName") and gpus_requested_by_pod(p) > 0
-        ]
 
 
 def _gpus_held(pod: Mapping[str, Any] | None) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from deepseek_operator.api.spec import DeploymentSpec
@@ -18,7 +20,9 @@ from deepseek_operator.kube import client as kube
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import decide as decider
 from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile import spec_step as sp
 from deepseek_operator.reconcile.cache import Cache, Owner
+from deepseek_operator.reconcile.facts import Facts, Writes
 from deepseek_operator.reconcile.gather import gather
 from deepseek_operator.reconcile.queue import WorkQueue
 from deepseek_operator.reconcile.workloads import revision_objects
@@ -42,6 +46,7 @@ class Controller:
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._placing = threading.Lock()  # placements are made one after the other
         self._ran_at: dict[Owner, dt.datetime] = {}  # analyses that ran and were not written
         self._waiting: set[Owner] = set()  # resources waiting for free GPUs
         self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
@@ -88,6 +93,7 @@ class Controller:
             self.queue.add(owner)
 
     def _forget(self, owner: Owner) -> None:
+        self.cache.capacity.forget(owner)
         with self._lock:
             self._ran_at.pop(owner, None)
             self._waiting.discard(owner)
@@ -127,7 +133,10 @@ class Controller:
         if facts is None:
             self._forget(owner)
             return None
-        writes = decider.decide(facts, self._build)
+        if sp.needs_spec_step(facts.body):
+            writes = self._place(owner, facts)
+        else:
+            writes = decider.decide(facts, self._build)
         if writes.only_progress() and self.queue.pending(owner):
             return None  # a child changed meanwhile: the pass about to run writes the newer status
         execute(self.cache, facts.body, writes)
@@ -141,6 +150,16 @@ class Controller:
             else:
                 self._waiting.discard(owner)
         return writes.requeue_after
+
+    def _place(self, owner: Owner, facts: Facts) -> Writes:
+        """A pass that places: one at a time, each against the GPUs the ones before it claimed."""
+        with self._placing:
+            capacity = self.cache.capacity
+            facts = replace(facts, inventory=capacity.inventory(owner, time.monotonic()))
+            writes = decider.decide(facts, self._build)
+            if writes.claim is not None:
+                capacity.claim(owner, writes.claim, time.monotonic())
+        return writes
 
     def _work(self) -> None:
         while (owner := self.queue.get()) is not None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepseek_operator.api.types import Role
+from deepseek_operator.planning.types import NodeInfo
+from deepseek_operator.reconcile.capacity import Claim
 from deepseek_operator.rollout.decisions import Measurement
 from deepseek_operator.rollout.figures import Counters
 
@@ -39,8 +41,10 @@ class Facts:
     body: Mapping[str, Any]  # the DeepSeekDeployment as last seen
     now: dt.datetime
     children: Mapping[ChildKey, Mapping[str, Any]] = field(default_factory=dict)  # owned objects, pods too
-    nodes: Sequence[Mapping[str, Any]] = ()  # every node (only gathered when placement runs)
-    gpu_pods: Sequence[Mapping[str, Any]] = ()  # every pod holding GPUs (likewise)
+    # The GPU nodes with the GPUs taken on them by everyone else (bound pods and the claims of
+    # resources placed a moment ago; this resource's own pods left out). Gathered only when
+    # placement runs.
+    inventory: Sequence[NodeInfo] = ()
     references: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (kind, name) -> exists
     analysis: AnalysisRun | None = None
     analysis_ran_at: dt.datetime | None = None  # an analysis ran then whose result was not written
@@ -99,6 +103,7 @@ class Writes:
     requeue_after: float | None = None  # come back then even if nothing changes (time-driven work)
     analysis_ran_at: dt.datetime | None = None  # remember: an analysis ran whose result is not written
     waiting_for_capacity: bool = False  # wake this resource when GPUs free up
+    claim: Claim | None = None  # GPUs a new placement asked for, taken until its pods are bound
     # The status goes before the objects when it moves revisions that already run (the decision
     # must be durable before workloads move); a first deployment's objects may go first.
     status_first: bool = True

@@ -117,8 +117,6 @@ def gather(cache: Cache, owner: Owner, now: dt.datetime, ran_at: dt.datetime | N
             body=body,
             now=now,
             children=children,
-            nodes=cache.nodes(),
-            gpu_pods=cache.gpu_pods(),
             references=check_references(spec, owner[0]),
             analysis_ran_at=ran_at,
         )

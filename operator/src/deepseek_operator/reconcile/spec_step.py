@@ -18,10 +18,11 @@ from deepseek_operator.api.types import ConditionType
 from deepseek_operator.builders import serving
 from deepseek_operator.diagnosis import Blocker, Reference, missing_references
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning.inventory import build_inventory, replicas_that_fit
+from deepseek_operator.planning.inventory import gpus_requested_per_node, replicas_that_fit
 from deepseek_operator.planning.placement import Refusal
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile.capacity import claim_for
 from deepseek_operator.reconcile.facts import Facts, Writes
 from deepseek_operator.rollout import decisions
 from deepseek_operator.rollout.decisions import Revisions
@@ -159,7 +160,10 @@ def _lent(f: Facts, spec: DeploymentSpec, plan: Plan, canary: str) -> int:
             and labels.get(names.REVISION_LABEL) == canary
         )
 
-    nodes = build_inventory([dict(n) for n in f.nodes], [dict(p) for p in f.gpu_pods if not own_canary(p)])
+    own = gpus_requested_per_node(
+        dict(p) for (kind, _), p in f.children.items() if kind == "Pod" and not own_canary(p)
+    )
+    nodes = [replace(n, gpus_requested=n.gpus_requested + own.get(n.name, 0)) for n in f.inventory]
     lent = max(spec.rollout.canary_replicas - replicas_that_fit(nodes, plan), 0)
     return min(lent, spec.replicas) if lent and not spec.autoscaling else lent
 
@@ -182,10 +186,7 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
         w.requeue_after = REFERENCE_RECHECK_SECONDS
         out.stop = True
         return out
-    nodes = build_inventory(
-        [dict(n) for n in f.nodes], [dict(p) for p in f.gpu_pods], (str(meta["namespace"]), str(meta["name"]))
-    )
-    plan = rv.plan_for(body, spec, nodes)
+    plan = rv.plan_for(body, spec, list(f.inventory))
     if isinstance(plan, Refusal):
         why = st.Condition(ConditionType.PLACED, "False", plan.reason, plan.message)
         _stop(
@@ -209,6 +210,7 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
     if step.new_canary:
         lent = _lent(f, spec, plan, revision)
         new = replace(new, lent=lent)
+        w.claim = claim_for(plan, revision, max(spec.rollout.canary_replicas - lent, 0))
         how = (
             f"no free GPUs for it: it replaces {lent} of the stable replicas"
             if lent
@@ -217,6 +219,10 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
         w.events.append(("Normal", "CanaryStarted", f"canary {revision} started, {how}"))
     if revision not in (revs.stable, revs.canary) and not step.blocked:
         w.events.append(("Normal", "Applied", f"revision {revision}: {rv.plan_message(plan)}"))
+        if new.stable == revision:  # a first deployment (or one without a canary) at full size
+            w.claim = claim_for(
+                plan, revision, spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+            )
     out.revisions, out.records, out.blocked = new, records, step.blocked
     out.placed_message = rv.plan_message(plan)
     _, stable_plan = rv.load_revision(body, new.stable, records)
