@@ -363,7 +363,9 @@ def extrapolate_v3(rec: dict[str, Any]) -> dict[str, Any]:
     per_layer = rec["layer_param_counts"]
     dense = per_layer[0]
     moe = per_layer[V3_DENSE_LAYERS]
-    full_params = rec["non_layer_param_count"] + V3_DENSE_LAYERS * dense + (V3_FULL_LAYERS - V3_DENSE_LAYERS) * moe
+    full_params = (
+        rec["non_layer_param_count"] + V3_DENSE_LAYERS * dense + (V3_FULL_LAYERS - V3_DENSE_LAYERS) * moe
+    )
     kv_ok = [p for p in rec["prefill"] if "kv_bytes_per_token" in p]
     kv_layer = kv_ok[0]["kv_bytes_per_token"] / V3_SLICE_LAYERS if kv_ok else None
     return {

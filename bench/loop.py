@@ -252,8 +252,9 @@ class RssSampler(threading.Thread):
 class Operator:
     """``python -m deepseek_operator run`` in a child process, started and stopped on demand."""
 
-    def __init__(self, cluster: SimCluster) -> None:
+    def __init__(self, cluster: SimCluster, verbose: bool = False) -> None:
         self.cluster = cluster
+        self.verbose = verbose  # the operator's debug log (each pass's timings) in its log file
         self.log_path = cluster.workdir / "logs" / "operator.log"
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -283,6 +284,7 @@ class Operator:
                     "run",
                     "--liveness",
                     f"http://127.0.0.1:{port}/healthz",
+                    *(["--verbose"] if self.verbose else []),
                 ],
                 env=self.cluster.kubectl_env(),
                 stdin=subprocess.DEVNULL,
@@ -1193,6 +1195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="after each size, apply the objects the operator made for it by hand, as the size's floor",
     )
+    parser.add_argument("--operator-verbose", action="store_true", help="run the operator with --verbose")
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-bulk", action="store_true")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -1335,7 +1338,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster, products, start_s = start_cluster(args)
     report["cluster"] = {"gpus": cluster.gpus, "gpu_nodes": sum(p.nodes for p in cluster.pools)}
     report["cluster"]["start_s"] = report["timings_s"]["cluster_start"] = start_s
-    operator = Operator(cluster)
+    operator = Operator(cluster, verbose=args.operator_verbose)
     try:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         kube.reset_api_client()

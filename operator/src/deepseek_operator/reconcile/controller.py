@@ -127,19 +127,35 @@ class Controller:
     def sync(self, owner: Owner) -> float | None:
         """One pass for ``owner``: gather, decide, write. Returns when to come back (seconds)."""
         now = dt.datetime.now(dt.UTC)
+        t0 = time.perf_counter()
         with self._lock:
             ran_at = self._ran_at.get(owner)
         facts = gather(self.cache, owner, now, ran_at)
         if facts is None:
             self._forget(owner)
             return None
+        t1 = time.perf_counter()
         if sp.needs_spec_step(facts.body):
             writes = self._place(owner, facts)
         else:
             writes = decider.decide(facts, self._build)
+        t2 = time.perf_counter()
         if writes.only_progress() and self.queue.pending(owner):
             return None  # a child changed meanwhile: the pass about to run writes the newer status
         execute(self.cache, facts.body, writes)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s/%s: gather %.1f ms, decide %.1f ms, write %.1f ms (%d records, %d events, status %s, "
+                "%d objects)",
+                *owner,
+                (t1 - t0) * 1e3,
+                (t2 - t1) * 1e3,
+                (time.perf_counter() - t2) * 1e3,
+                len(writes.records),
+                len(writes.events),
+                ",".join(sorted(writes.status)) or "-",
+                len(writes.apply),
+            )
         with self._lock:
             if writes.analysis_ran_at is not None:
                 self._ran_at[owner] = writes.analysis_ran_at
