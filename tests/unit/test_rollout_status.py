@@ -70,3 +70,80 @@ def test_first_deployment_that_failed_analysis() -> None:
     assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "AnalysisFailed")
     assert "no earlier revision to roll back to" in c["Ready"]["message"]
     assert c["RolledBack"]["status"] == "False"
+
+
+# --- observe: the pods say a revision is rolled out before the Deployment controller does ------
+
+from deepseek_operator.planning.types import Plan  # noqa: E402
+from deepseek_operator.reconcile import report  # noqa: E402
+from deepseek_operator.reconcile.revision import TEMPLATE_HASH  # noqa: E402
+from deepseek_operator.status import compute_phase_and_conditions  # noqa: E402
+
+_PLAN = Plan(
+    runtime="pytorch",
+    precision="bf16",
+    gpu_product=None,
+    gpus_per_replica=1,
+    tensor_parallel=1,
+    pipeline_parallel=1,
+    nodes_per_replica=1,
+    weights_gib=1.0,
+    estimated_gpu_memory_gib=2.0,
+    max_batch_size=8,
+    fabric="none",
+)
+
+
+def _children(replicas: int, pods: list[tuple[str, bool]], status: dict[str, Any] | None = None) -> Any:
+    """A Deployment of revision r1 (template hash "t2", ``replicas`` wanted, ``status`` as the
+    controller last wrote it: nothing yet by default) and pods (their template hash, ready)."""
+    deployment = {
+        "metadata": {"name": "m-r1", "generation": 2, "annotations": {TEMPLATE_HASH: "t2"}},
+        "spec": {"replicas": replicas},
+        "status": status or {},
+    }
+    children: dict[tuple[str, str], Any] = {("Deployment", "m-r1"): deployment}
+    for i, (template, ready) in enumerate(pods):
+        children[("Pod", f"p{i}")] = {
+            "metadata": {
+                "name": f"p{i}",
+                "labels": {
+                    "app.kubernetes.io/component": "serving",
+                    "serving.deepseek.ai/revision": "r1",
+                    TEMPLATE_HASH: template,
+                },
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        }
+    return children
+
+
+def _phase(children: Any) -> str:
+    return str(compute_phase_and_conditions(report.observe(children, "m", "r1", _PLAN), "planned")[0])
+
+
+def test_every_pod_ready_on_the_current_template_is_rolled_out_before_the_deployment_says_so() -> None:
+    assert _phase(_children(2, [("t2", True), ("t2", True)])) == "Ready"
+
+
+def test_a_pod_on_an_older_template_or_one_missing_is_not_rolled_out() -> None:
+    assert _phase(_children(2, [("t2", True), ("t1", True)])) == "Deploying"
+    assert _phase(_children(2, [("t2", True)])) == "Deploying"
+    # Both on the current template, one not ready: rolled out, not all serving (as the
+    # Deployment controller's own counts would say).
+    assert _phase(_children(2, [("t2", True), ("t2", False)])) == "Degraded"
+    # More pods than wanted (one on its way out, not yet marked deleting): not yet.
+    assert _phase(_children(1, [("t2", True), ("t2", True)])) == "Deploying"
+
+
+def test_without_template_hashes_the_deployment_controller_decides() -> None:
+    children = _children(1, [("t2", True)])
+    del children[("Deployment", "m-r1")]["metadata"]["annotations"]
+    assert _phase(children) == "Deploying"
+    children[("Deployment", "m-r1")]["status"] = {
+        "observedGeneration": 2,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+    }
+    assert _phase(children) == "Ready"

@@ -64,7 +64,7 @@ def api_client() -> Any:
             except config.ConfigException:
                 config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
             # Room for every informer's open watch plus the reconcile workers' requests.
-            cfg.connection_pool_maxsize = 32
+            cfg.connection_pool_maxsize = 64  # the watches hold about a dozen; writes run in parallel
             _Shared.api = client.ApiClient(configuration=cfg)
         return _Shared.api
 

@@ -42,6 +42,7 @@ OWNED: dict[str, tuple[str, str, bool]] = {
     "ControllerRevision": ("apps/v1", "/apis/apps/v1/controllerrevisions", False),
 }
 _OUR_ANNOTATIONS = f"{GROUP}/"
+PVC = "PersistentVolumeClaim"
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,6 +95,15 @@ def slim_node(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def slim_claim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A PersistentVolumeClaim as the reference check reads it: its name and phase."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion") if k in meta},
+        "status": {"phase": (obj.get("status") or {}).get("phase")},
+    }
+
+
 def _without_version(obj: Mapping[str, Any] | None) -> Any:
     if obj is None:
         return None
@@ -115,9 +125,15 @@ class Cache:
     """Every informer the loop needs, an index of children by owner, and the DeepSeekDeployments
     (fed by kopf's watch of the custom resource)."""
 
-    def __init__(self, on_owner: Callable[[Owner], None], on_capacity: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_owner: Callable[[Owner], None],
+        on_capacity: Callable[[], None],
+        on_references: Callable[[], None] = lambda: None,
+    ) -> None:
         self._on_owner = on_owner
         self._on_capacity = on_capacity
+        self._on_references = on_references
         self._lock = threading.Lock()
         self._index: dict[Owner, set[ChildKey]] = {}
         self.capacity = Capacity()  # the GPU inventory, fed by the pod and node informers
@@ -128,6 +144,11 @@ class Cache:
         # Every pod: the inventory counts other workloads' GPUs too.
         self.informers["Pod"] = Informer(Source("Pod", "/api/v1/pods"), slim_pod, self._changed)
         self.informers["Node"] = Informer(Source("Node", "/api/v1/nodes"), slim_node, self._changed)
+        # Every PVC (names and phase only): the spec step checks the model and engine-cache claims
+        # here, and a claim created later wakes the resources that wait for it.
+        self.informers[PVC] = Informer(
+            Source(PVC, "/api/v1/persistentvolumeclaims"), slim_claim, self._changed
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -154,6 +175,10 @@ class Cache:
     # --- changes ---------------------------------------------------------------------------
 
     def _changed(self, kind: str, event: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if kind == PVC:
+            if event != "DELETED" and old is None:
+                self._on_references()  # a new claim: whoever waits for one looks again
+            return
         if kind == "Pod":
             self.capacity.pod_changed(event, obj)
         elif kind == "Node":
@@ -202,6 +227,11 @@ class Cache:
             informer.store.remove(namespace, name)
 
     # --- reads -------------------------------------------------------------------------------
+
+    def has(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether a watched object of ``kind`` is in the cache (False for kinds not watched)."""
+        informer = self.informers.get(kind)
+        return informer is not None and informer.store.get(namespace, name) is not None
 
     def resource(self, owner: Owner) -> dict[str, Any] | None:
         """The DeepSeekDeployment as last seen."""

@@ -30,7 +30,7 @@ from deepseek_operator.reconcile.write import execute
 
 log = logging.getLogger(__name__)
 
-WORKERS = 4
+WORKERS = 8  # passes wait on the API server most of the time: more of them overlap
 TRANSIENT_REPORT_DELAY = 6.4  # a "passing" fault still there after five retries is said in an event
 SYNC_TIMEOUT_SECONDS = 60.0
 _MEMO_SIZE = 4096
@@ -42,7 +42,9 @@ class Controller:
 
     def __init__(self, workers: int = WORKERS) -> None:
         self.queue: WorkQueue[Owner] = WorkQueue()
-        self.cache = Cache(on_owner=self.queue.add, on_capacity=self._wake_waiting)
+        self.cache = Cache(
+            on_owner=self.queue.add, on_capacity=self._wake_waiting, on_references=self._wake_referring
+        )
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -91,6 +93,13 @@ class Controller:
             waiting = list(self._waiting)
         for owner in waiting:
             self.queue.add(owner)
+
+    def _wake_referring(self) -> None:
+        """A PVC appeared: the resources whose status says they wait for one look again."""
+        for body in self.cache.resources.items():
+            if sp.waits_on_references(body):
+                meta = body.get("metadata") or {}
+                self.queue.add((str(meta.get("namespace")), str(meta.get("name"))))
 
     def _forget(self, owner: Owner) -> None:
         self.cache.capacity.forget(owner)

@@ -1,7 +1,8 @@
 """gather: the facts one decision is made from, read from the watch caches.
 
 The only reads that leave the process are those a decision cannot do without: the objects the
-spec refers to while the spec step runs (a missing Secret or PVC is looked up, not watched),
+spec refers to while the spec step runs (PVCs are watched; a Secret, or a PVC the watch has not
+shown, is looked up),
 and, when an analysis is due, the analysis itself (Triton's metrics, the golden set).
 """
 
@@ -29,14 +30,16 @@ from deepseek_operator.rollout.figures import Counters
 _API_VERSION = {"PersistentVolumeClaim": "v1", "Secret": "v1", "ConfigMap": "v1"}
 
 
-def check_references(spec: DeploymentSpec, namespace: str) -> dict[tuple[str, str], bool]:
-    """Whether each object the spec refers to exists (one GET each)."""
+def check_references(cache: Cache, spec: DeploymentSpec, namespace: str) -> dict[tuple[str, str], bool]:
+    """Whether each object the spec refers to exists: a PVC in the watch cache, else (a PVC the
+    watch may not have delivered yet, a Secret: Secrets are not watched) one GET."""
     out: dict[tuple[str, str], bool] = {}
     for ref in sp.references(spec, namespace):
-        if (ref.kind, ref.name) not in out:
-            out[(ref.kind, ref.name)] = (
-                kube.get(_API_VERSION[ref.kind], ref.kind, namespace, ref.name) is not None
-            )
+        if (ref.kind, ref.name) in out:
+            continue
+        out[(ref.kind, ref.name)] = cache.has(ref.kind, namespace, ref.name) or (
+            kube.get(_API_VERSION[ref.kind], ref.kind, namespace, ref.name) is not None
+        )
     return out
 
 
@@ -117,7 +120,7 @@ def gather(cache: Cache, owner: Owner, now: dt.datetime, ran_at: dt.datetime | N
             body=body,
             now=now,
             children=children,
-            references=check_references(spec, owner[0]),
+            references=check_references(cache, spec, owner[0]),
             analysis_ran_at=ran_at,
         )
     run = run_analysis(body, spec, children) if analysis_due(body, spec, children, now, ran_at) else None

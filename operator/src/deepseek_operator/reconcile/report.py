@@ -70,6 +70,12 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return _condition(pod, "Ready") is not None
 
 
+def _all_on_template(workload: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> bool:
+    """Whether every pod runs the Deployment's pod template as it is now (by its hash)."""
+    template = ((workload.get("metadata") or {}).get("annotations") or {}).get(rv.TEMPLATE_HASH)
+    return bool(template) and all(_labels(p).get(rv.TEMPLATE_HASH) == template for p in pods)
+
+
 def observe(children: Children, owner: str, revision: str, plan: Plan) -> st.Observed:
     """What the watched children show of one revision: its workload and its engine build Job."""
     multi = plan.nodes_per_replica > 1
@@ -91,17 +97,28 @@ def observe(children: Children, owner: str, revision: str, plan: Plan) -> st.Obs
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             failed_msg = cond.get("message", "the serving Deployment exceeded its progress deadline")
     generation = (workload.get("metadata") or {}).get("generation", 0)
+    desired = int((workload.get("spec") or {}).get("replicas", 1))
     ready = int(wstatus.get("readyReplicas", 0))
+    replicas, updated = int(wstatus.get("replicas", 0)), int(wstatus.get("updatedReplicas", 0))
+    observed_generation = True if multi else wstatus.get("observedGeneration", 0) >= generation
     if not multi:
-        # The pods say it first: the Deployment's count follows two controller writes later.
-        ready = max(ready, len([p for p in serving_pods(children, revision) if _pod_ready(p)]))
+        # The pods say it first: the Deployment's counts follow two controller writes later.
+        pods = [
+            p
+            for p in serving_pods(children, revision)
+            if not (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
+        ready = max(ready, len([p for p in pods if _pod_ready(p)]))
+        if _all_on_template(workload, pods) and len(pods) == desired:
+            replicas = updated = desired
+            observed_generation = True
     return st.Observed(
         deployment_found=True,
-        desired_replicas=int((workload.get("spec") or {}).get("replicas", 1)),
-        replicas=int(wstatus.get("replicas", 0)),
+        desired_replicas=desired,
+        replicas=replicas,
         ready_replicas=ready,
-        updated_replicas=int(wstatus.get("updatedReplicas", 0)),
-        deployment_generation_observed=True if multi else wstatus.get("observedGeneration", 0) >= generation,
+        updated_replicas=updated,
+        deployment_generation_observed=observed_generation,
         deployment_failed=failed_msg,
         engine_needed=engine_needed,
         engine_succeeded=engine_ok,

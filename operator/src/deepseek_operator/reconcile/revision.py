@@ -24,6 +24,11 @@ from deepseek_operator.planning.types import NodeInfo, Plan
 from deepseek_operator.rollout import revisions as rec
 
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
+# The hash of a Deployment's pod template, on the Deployment (annotation) and on its pods (label):
+# when every pod of a revision carries the hash its Deployment has now, that revision is rolled
+# out, known as soon as the pods say so (the Deployment controller's status follows a few writes
+# later).
+TEMPLATE_HASH = f"{GROUP}/template-hash"
 Records = Mapping[str, Mapping[str, Any]]  # revision -> its ControllerRevision
 
 
@@ -42,9 +47,17 @@ def plan_for(body: Mapping[str, Any], spec: DeploymentSpec, nodes: list[NodeInfo
 
 
 def stamp(obj: dict[str, Any]) -> dict[str, Any]:
-    """``obj`` with the hash of its content in :data:`APPLIED_HASH_ANNOTATION`."""
+    """``obj`` with the hash of its content in :data:`APPLIED_HASH_ANNOTATION` (and a Deployment's
+    pod template with its own hash in :data:`TEMPLATE_HASH`)."""
     out = copy.deepcopy(obj)
     meta = out.setdefault("metadata", {})
+    if out.get("kind") == "Deployment" and isinstance((out.get("spec") or {}).get("template"), dict):
+        template = out["spec"]["template"]
+        template_meta = template.setdefault("metadata", {})
+        labels = {k: v for k, v in (template_meta.get("labels") or {}).items() if k != TEMPLATE_HASH}
+        digest = names.stable_hash({**template, "metadata": {**template_meta, "labels": labels}}, 10)
+        template_meta["labels"] = {**labels, TEMPLATE_HASH: digest}
+        meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_HASH: digest}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH_ANNOTATION}
     digest = names.stable_hash({**out, "metadata": {**meta, "annotations": annotations}}, 16)
     meta["annotations"] = {**annotations, APPLIED_HASH_ANNOTATION: digest}

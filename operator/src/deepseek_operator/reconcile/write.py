@@ -29,7 +29,7 @@ def _metric(op: MetricOp) -> None:
 
 # The objects of one pass do not depend on each other at the API server (a pod that mounts a
 # ConfigMap created a moment later mounts it when the kubelet retries), so they go out together.
-_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apply")
+_POOL = ThreadPoolExecutor(max_workers=24, thread_name_prefix="apply")
 
 
 def _in_parallel(calls: list[Callable[[], Any]]) -> None:
