@@ -6,9 +6,11 @@ changes, when GPUs free up for a resource waiting on them, or when its next anal
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
@@ -53,7 +55,7 @@ class Controller:
         self._waiting: set[Owner] = set()  # resources waiting for free GPUs
         self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
         self._failures: dict[Owner, int] = {}  # consecutive failed passes, for the backoff
-        self._built: OrderedDict[tuple[Any, ...], Built] = OrderedDict()
+        self._built: OrderedDict[tuple[Any, ...], tuple[DeploymentSpec, Plan, bytes]] = OrderedDict()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -125,10 +127,15 @@ class Controller:
             hit = self._built.get(key)
             if hit is not None:
                 self._built.move_to_end(key)
-                return hit
+        if hit is not None:
+            spec, plan, packed = hit
+            return spec, plan, json.loads(zlib.decompress(packed))
         built = revision_objects(body, revision, records)
+        # Kept compressed: a revision's objects are some 40 KiB as Python dicts, a few as zlib'd
+        # JSON, and a thousand resources keep a thousand of them.
+        packed = zlib.compress(json.dumps(built[2], separators=(",", ":")).encode(), 1)
         with self._lock:
-            self._built[key] = built
+            self._built[key] = (built[0], built[1], packed)
             while len(self._built) > _MEMO_SIZE:
                 self._built.popitem(last=False)
         return built
