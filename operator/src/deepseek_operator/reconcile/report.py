@@ -244,8 +244,11 @@ def rollout_status(
     }
 
 
+PHASE_REASON = "Phase"
+
+
 def phase_events(current: Mapping[str, Any], patch: Mapping[str, Any]) -> list[Event]:
     """A Normal event for a phase change."""
     if patch.get("phase") and patch["phase"] != current.get("phase"):
-        return [("Normal", "Phase", f"phase {current.get('phase') or '-'} -> {patch['phase']}")]
+        return [("Normal", PHASE_REASON, f"phase {current.get('phase') or '-'} -> {patch['phase']}")]
     return []

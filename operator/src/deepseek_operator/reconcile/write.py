@@ -13,7 +13,8 @@ from deepseek_operator.api.constants import KIND
 from deepseek_operator.kube import client as kube
 from deepseek_operator.reconcile import analysis_step as an
 from deepseek_operator.reconcile.cache import Cache
-from deepseek_operator.reconcile.facts import MetricOp, Writes
+from deepseek_operator.reconcile.facts import MetricOp, Scale, Writes
+from deepseek_operator.reconcile.report import PHASE_REASON
 
 
 def _metric(op: MetricOp) -> None:
@@ -48,9 +49,16 @@ def _apply(cache: Cache, obj: dict[str, Any]) -> None:
     cache.remember(str(obj["kind"]), kube.apply(obj))
 
 
-def _scales(cache: Cache, namespace: str, w: Writes) -> None:
+def _scales(cache: Cache, namespace: str, w: Writes, which: Callable[[Scale], bool] = lambda s: True) -> None:
     for s in w.scale:
-        cache.remember(s.kind, kube.apply_scale(s.api_version, s.kind, namespace, s.name, s.replicas))
+        if which(s):
+            cache.remember(s.kind, kube.apply_scale(s.api_version, s.kind, namespace, s.name, s.replicas))
+
+
+def _apply_and_scale(cache: Cache, namespace: str, obj: dict[str, Any], w: Writes) -> None:
+    """Apply ``obj``, then set the replica counts ``w`` has for it."""
+    _apply(cache, obj)
+    _scales(cache, namespace, w, lambda s: (s.kind, s.name) == (obj["kind"], obj["metadata"]["name"]))
 
 
 def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
@@ -63,19 +71,35 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     """
     plain = dict(body)
     namespace = str(body["metadata"]["namespace"])
-    # Everything before the status goes out together: the new records, the events (so that
-    # whoever sees the new status finds the events that explain it), and, for a first
-    # deployment, the objects.
+    # Before the status, together: the new records and the events that explain it (so that
+    # whoever sees the new status finds them). A first deployment's objects start at the same
+    # time and may still be on their way while the status is written (the pass ends when all
+    # are done). A phase event only repeats what the status says: it goes out with the status.
+    explaining = [e for e in w.events if e[1] != PHASE_REASON]
+    phase_events: list[Callable[[], Any]] = [
+        functools.partial(kube.post_event, plain, *e) for e in w.events if e[1] == PHASE_REASON
+    ]
+    early = (
+        [] if w.status_first else [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in w.apply]
+    )
     before: list[Callable[[], Any]] = [functools.partial(_apply, cache, r) for r in w.records]
-    before += [functools.partial(kube.post_event, plain, *e) for e in w.events]
-    if not w.status_first:
-        before += [functools.partial(_apply, cache, o) for o in w.apply]
-    _in_parallel(before)
-    if not w.status_first:
-        _scales(cache, namespace, w)
-    if w.status:
-        plain = kube.patch_status(plain, w.status)
-        cache.remember(KIND, plain)
+    before += [functools.partial(kube.post_event, plain, *e) for e in explaining]
+    try:
+        _in_parallel(before)
+        if w.status:
+            patched: list[dict[str, Any]] = []
+            _in_parallel([lambda: patched.append(kube.patch_status(plain, w.status)), *phase_events])
+            plain = patched[0]
+            cache.remember(KIND, plain)
+        else:
+            _in_parallel(phase_events)
+    finally:
+        wait(early)
+    for f in early:
+        f.result()
+    if not w.status_first:  # counts of objects that already existed (a pass made again)
+        applied = {(o["kind"], o["metadata"]["name"]) for o in w.apply}
+        _scales(cache, namespace, w, lambda s: (s.kind, s.name) not in applied)
     if w.status_first:
         _in_parallel([functools.partial(_apply, cache, o) for o in w.apply])
         _scales(cache, namespace, w)
