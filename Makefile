@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv tools lint test test-unit test-integration demo clean
+.PHONY: help venv tools image lint test test-unit test-integration demo clean
 
 help:
 	@echo "make demo              the operator serving the sample models on a simulated GPU cluster"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint              ruff, mypy (strict) and the import-linter layer contracts"
 	@echo "make tools             build kube-apiserver, etcd, kwok, ... into the cache (once per version)"
 	@echo "make venv              create .venv with the project and its test/dev extras"
+	@echo "make image             build the operator image localhost/deepseek-operator:<version> with podman"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -27,6 +28,11 @@ $(STAMP): pyproject.toml
 
 tools:
 	hack/build-tools.sh
+
+# podman, runc and mmdebstrap from Debian (once), the base root filesystem (cached outside the
+# repo), the wheels, then a build with no network: see hack/build-image.sh.
+image: venv
+	hack/build-image.sh
 
 lint: venv
 	$(BIN)/ruff check operator tests
