@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv tools image lint test test-unit test-integration demo clean
+.PHONY: help venv tools image chart lint test test-unit test-integration demo clean
 
 help:
 	@echo "make demo              the operator serving the sample models on a simulated GPU cluster"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint              ruff, mypy (strict) and the import-linter layer contracts"
 	@echo "make tools             build kube-apiserver, etcd, kwok, ... into the cache (once per version)"
 	@echo "make venv              create .venv with the project and its test/dev extras"
+	@echo "make chart             copy crds/ into the Helm chart and render the kustomize base from it"
 	@echo "make image             build the operator image localhost/deepseek-operator:<version> with podman"
 
 venv: $(STAMP)
@@ -33,6 +34,10 @@ tools:
 # repo), the wheels, then a build with no network: see hack/build-image.sh.
 image: venv
 	hack/build-image.sh
+
+# crds/ is the one source of the CRDs; the chart and manifests/install get copies.
+chart: tools
+	hack/sync-chart-crds.sh
 
 lint: venv
 	$(BIN)/ruff check operator tests

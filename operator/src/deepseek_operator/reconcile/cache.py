@@ -114,7 +114,14 @@ class Cache:
     """Every informer the loop needs, an index of children by owner, and the DeepSeekDeployments
     (fed by kopf's watch of the custom resource)."""
 
-    def __init__(self, on_owner: Callable[[Owner], None], on_capacity: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_owner: Callable[[Owner], None],
+        on_capacity: Callable[[], None],
+        namespaces: tuple[str, ...] = (),
+    ) -> None:
+        """``namespaces``: watch only these (a namespace-scoped install's Roles grant no more);
+        nodes are cluster-scoped and always watched whole."""
         self._on_owner = on_owner
         self._on_capacity = on_capacity
         self._lock = threading.Lock()
@@ -122,9 +129,11 @@ class Cache:
         self.resources = Store(KIND)
         self.informers: dict[str, Informer] = {}
         for kind, (_, path, optional) in OWNED.items():
-            self.informers[kind] = Informer(Source(kind, path, _MANAGED, optional), slim_owned, self._changed)
-        # Every pod: the inventory counts other workloads' GPUs too.
-        self.informers["Pod"] = Informer(Source("Pod", "/api/v1/pods"), slim_pod, self._changed)
+            source = Source(kind, path, _MANAGED, optional, namespaces)
+            self.informers[kind] = Informer(source, slim_owned, self._changed)
+        # Every pod (of the watched namespaces): the inventory counts other workloads' GPUs too.
+        pods = Source("Pod", "/api/v1/pods", namespaces=namespaces)
+        self.informers["Pod"] = Informer(pods, slim_pod, self._changed)
         self.informers["Node"] = Informer(Source("Node", "/api/v1/nodes"), slim_node, self._changed)
 
     # --- lifecycle ------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+{{- define "dso.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dso.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dso.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dso.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "dso.labels" -}}
+{{ include "dso.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: deepseek-operator
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "dso.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "dso.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: name the ServiceAccount to use when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dso.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+What the operator does in the namespaces it watches: the same rules in the ClusterRole (every
+namespace) or in a Role per watched namespace. Each rule names the code that needs it; the
+audit-log test (tests/integration/test_chart_rbac.py) fails on a rule the operator did not use
+and on a request it was refused.
+*/}}
+{{- define "dso.namespacedRules" -}}
+# kopf watches the resource and keeps its finalizer on it (metadata patches; the
+# ValidatingAdmissionPolicy refuses any change to spec).
+- apiGroups: [serving.deepseek.ai]
+  resources: [deepseekdeployments]
+  verbs: [get, list, watch, patch]
+# reconcile/write.py: status, conditional on the resourceVersion the decision was made on.
+- apiGroups: [serving.deepseek.ai]
+  resources: [deepseekdeployments/status]
+  verbs: [patch]
+# The children: watched by the loop's informers (kube/watch.py, label-selected), written by
+# server-side apply (create on first apply), scaled, and deleted when their revision is gone.
+- apiGroups: [apps]
+  resources: [deployments, controllerrevisions]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch, create, patch, delete]
+# The model repository's ConfigMaps (owned), and the golden sets (rollout/analysis.py reads them
+# by name at each analysis: get).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch, delete]
+# Multi-node replicas (LeaderWorkerSet); watched only when that API is installed.
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [list, watch, create, patch, delete]
+# The serving pods: watched (readiness, GPU use, the first blocker for status) and labelled
+# (the traffic label that puts a pod behind the Service).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, patch]
+# The model PVC, the engine-cache PVC and the credentials Secret a spec names are each read by
+# name (reconcile/gather.py) to say which is missing: get only, never list or watch.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims, secrets]
+  verbs: [get]
+# kube/client.py post_event.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
