@@ -41,17 +41,22 @@ audit-log test (tests/integration/test_chart_rbac.py) fails on a rule the operat
 and on a request it was refused.
 */}}
 {{- define "dso.namespacedRules" -}}
-# kopf watches the resource and keeps its finalizer on it (metadata patches; the
-# ValidatingAdmissionPolicy refuses any change to spec).
+# kopf watches the resource. It writes nothing to it (no finalizer, no annotations: the loop
+# keeps what it needs in status), so no patch: RBAC alone refuses a spec write, and the
+# ValidatingAdmissionPolicy refuses one even where someone grants the operator more.
 - apiGroups: [serving.deepseek.ai]
   resources: [deepseekdeployments]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch]
 # reconcile/write.py: status, conditional on the resourceVersion the decision was made on.
 - apiGroups: [serving.deepseek.ai]
   resources: [deepseekdeployments/status]
   verbs: [patch]
 # The children: watched by the loop's informers (kube/watch.py, label-selected), written by
-# server-side apply (create on first apply), scaled, and deleted when their revision is gone.
+# server-side apply (create: the apply that makes an object is authorized as create too),
+# scaled, and deleted when their revision is gone. Not used in the audit test's scenario (one
+# model, a canary, a rollback), and needed all the same: delete of ControllerRevisions (records
+# beyond the history limit), Jobs (a stale revision's engine build), Services and PDBs (a
+# resource scaled to one replica, or deleted); create/patch/delete of HPAs (spec.autoscaling).
 - apiGroups: [apps]
   resources: [deployments, controllerrevisions]
   verbs: [list, watch, create, patch, delete]
@@ -72,7 +77,8 @@ and on a request it was refused.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, patch, delete]
-# Multi-node replicas (LeaderWorkerSet); watched only when that API is installed.
+# Multi-node replicas (LeaderWorkerSet); watched only when that API is installed (the audit
+# test's cluster has none: only its list, answered 404, is used there).
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
   verbs: [list, watch, create, patch, delete]
@@ -82,7 +88,8 @@ and on a request it was refused.
   resources: [pods]
   verbs: [list, watch, patch]
 # The model PVC, the engine-cache PVC and the credentials Secret a spec names are each read by
-# name (reconcile/gather.py) to say which is missing: get only, never list or watch.
+# name (reconcile/gather.py) to say which is missing: get only, never list or watch. (The audit
+# test's sample names no Secret.)
 - apiGroups: [""]
   resources: [persistentvolumeclaims, secrets]
   verbs: [get]

@@ -1,0 +1,340 @@
+"""The chart installed into the simulated cluster, and the operator run from its own image under
+the chart's ServiceAccount: it reconciles a sample through a canary and a rollback; the API
+server's audit log shows it used every rule its roles grant and was refused nothing; the same
+identity is refused what it does not need, and a spec write (ValidatingAdmissionPolicy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deepseek_operator.api.constants import GROUP, PLURAL
+from deepseek_operator.kube import client as kube
+from deepseek_operator.rollout.analysis import ENDPOINTS_ENV
+from deepseek_operator.sim.cluster import SimCluster, free_port
+from deepseek_operator.sim.standin import StandInServer
+from deepseek_operator.sim.tools import repo_root, tool_path
+from tests.integration.test_rollout import ANSWERS, Endpoints, Rollout, _body
+from tests.support.chart import (
+    AUDIT_POLICY,
+    CHART,
+    audit_lines,
+    audit_requests,
+    granted,
+    helm,
+    set_args,
+    template,
+    used,
+)
+from tests.support.image import build_image, podman, run_args
+from tests.support.plugin import apply_crds, wait_for
+
+# Granted, needed by the code, and not used by this test's scenario (one model on one-GPU
+# replicas, a canary, a rollback); the chart's comments say which code needs each. The test fails
+# when one of them gets used (then drop it from here) or when another grant goes unused.
+EXPLAINED_UNUSED = {
+    ("delete", "apps", "controllerrevisions"),
+    ("delete", "batch", "jobs"),
+    ("delete", "", "services"),
+    ("delete", "policy", "poddisruptionbudgets"),
+    ("create", "autoscaling", "horizontalpodautoscalers"),
+    ("patch", "autoscaling", "horizontalpodautoscalers"),
+    ("delete", "autoscaling", "horizontalpodautoscalers"),
+    ("watch", "leaderworkerset.x-k8s.io", "leaderworkersets"),
+    ("create", "leaderworkerset.x-k8s.io", "leaderworkersets"),
+    ("patch", "leaderworkerset.x-k8s.io", "leaderworkersets"),
+    ("delete", "leaderworkerset.x-k8s.io", "leaderworkersets"),
+    ("get", "", "secrets"),
+}
+RELEASE, OPS = "dso", "dso-system"
+SA_NAME = "dso-deepseek-operator"
+SA_USER = f"system:serviceaccount:{OPS}:{SA_NAME}"
+APP_NS = "llm"
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
+    """A cluster of its own whose API server writes an audit log of every ServiceAccount's requests."""
+    policy = tmp_path_factory.mktemp("audit") / "policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    cluster = SimCluster(gpus="h100:2x8", cpu_nodes=1, audit_policy=policy)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def kubectl(
+    cluster: SimCluster,
+    *args: str,
+    kubeconfig: Path | None = None,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(tool_path("kubectl")), f"--kubeconfig={kubeconfig or cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def sa_kubeconfig(cluster: SimCluster, folder: Path) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount (TokenRequest API)."""
+    token = kubectl(cluster, "-n", OPS, "create", "token", SA_NAME, "--duration=2h").stdout.strip()
+    assert cluster.pki is not None
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "sim",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority-data": _b64(cluster.pki.ca_cert),
+                },
+            }
+        ],
+        "users": [{"name": SA_NAME, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "sim", "user": SA_NAME}}],
+        "current-context": "sa",
+    }
+    path = folder / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)
+    return path
+
+
+def _b64(path: Path) -> str:
+    import base64  # noqa: PLC0415
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+class OperatorContainer:
+    """The operator image run by podman as the chart runs it (read-only root, the non-root user,
+    no capabilities), on the host's network, with the ServiceAccount's kubeconfig mounted."""
+
+    def __init__(self, image: str, folder: Path, args: list[str]) -> None:
+        self.name = f"dso-operator-{uuid.uuid4().hex[:8]}"
+        self.image, self.folder, self.args = image, folder, args
+
+    def start(self) -> None:
+        podman(
+            *run_args(
+                self.image,
+                "--kubeconfig=/config/kubeconfig",
+                *self.args,
+                options=[
+                    "-d",
+                    "--name",
+                    self.name,
+                    "--user",
+                    "65532:65532",
+                    "-v",
+                    f"{self.folder}:/config:ro",
+                    "-e",
+                    f"{ENDPOINTS_ENV}=/config/endpoints.yaml",
+                ],
+            )
+        )
+
+    def logs(self) -> str:
+        out = podman("logs", self.name, check=False)
+        return out.stdout + out.stderr
+
+    def kill(self) -> None:
+        podman("kill", "--signal", "KILL", self.name, check=False)
+
+    def remove(self) -> None:
+        podman("rm", "-f", "-t", "5", self.name, check=False)
+
+
+def _rules_table(rows: dict[tuple[str, str, str], Any]) -> str:
+    return "\n".join(f"  {v:7} {g or 'core':24} {r}" for v, g, r in sorted(rows, key=lambda u: (u[2], u[0])))
+
+
+def test_chart_install_operator_from_its_image_least_privilege_and_spec_policy(
+    audited: SimCluster, tmp_path: Path
+) -> None:
+    image = build_image()
+    api = audited.api_client()
+    apply_crds(api, CHART / "crds")
+    for ns in (OPS, APP_NS):
+        kubectl(audited, "create", "namespace", ns)
+
+    # helm install, as a platform engineer would (the image is the one just built).
+    helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        OPS,
+        "--kubeconfig",
+        str(audited.kubeconfig),
+        *set_args({"image": {"repository": image.rsplit(":", 1)[0], "tag": image.rsplit(":", 1)[1]}}),
+    )
+    objects = template(
+        {"image": {"repository": image.rsplit(":", 1)[0], "tag": image.rsplit(":", 1)[1]}}, RELEASE, OPS
+    )
+    grants = granted(objects, SA_USER)
+
+    # The sample's model store and the golden set, as a user would make them.
+    samples = repo_root() / "manifests" / "samples"
+    for doc in yaml.safe_load_all((samples / "model-store-pvc.yaml").read_text()):
+        if doc:
+            kube.server_side_apply(api, doc, "user", APP_NS)
+
+    folder = tmp_path / "config"
+    folder.mkdir()
+    folder.chmod(0o755)
+    sa_kubeconfig(audited, folder)
+    eps = Endpoints(folder / "endpoints.yaml")
+    (folder / "endpoints.yaml").chmod(0o644)
+    start = audit_lines(audited.audit_log)
+
+    servers = {role: StandInServer(ANSWERS, name=f"standin-{role}") for role in ("good", "new")}
+    container = OperatorContainer(
+        image,
+        folder,
+        [
+            "--peering=deepseek-operator",
+            "--peering-lifetime=10",
+            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+            f"--metrics-port={free_port()}",
+            "--metrics-address=127.0.0.1",
+        ],
+    )
+    try:
+        for s in servers.values():
+            s.start()
+        container.start()
+        r = Rollout(api, APP_NS, eps, _body("r1", replicas=2))
+        stable = r.first(servers["good"])
+        canary = r.change(servers["new"])
+        r.wait(lambda: r.status().get("phase") == "Canary", timeout=30, what="phase Canary")
+        servers["new"].set_behaviour(latency_ms=600)
+        rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=60, what="a rollback")
+        assert rolled["from"] == canary and rolled["to"] == stable
+        r.wait(lambda: r.status().get("phase") == "RolledBack", timeout=30, what="phase RolledBack")
+        time.sleep(3)  # a last keep-alive, the watches renewed: nothing more is needed
+        logs = container.logs()
+    finally:
+        container.remove()
+        for s in servers.values():
+            s.stop()
+    assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+
+    # What the operator used, from the API server's own record, against what the chart grants.
+    requests = audit_requests(audited.audit_log, SA_USER, start)
+    assert requests, "the audit log holds no request of the operator"
+    refused = sorted({(r.verb, r.group, r.resource, r.uri) for r in requests if r.code == 403})
+    uses = used(requests)
+    unused = set(grants) - uses - EXPLAINED_UNUSED
+    assert not EXPLAINED_UNUSED & uses, f"now used, drop from EXPLAINED_UNUSED: {EXPLAINED_UNUSED & uses}"
+    ungranted = uses - set(grants)
+    print(f"\n{len(requests)} requests by {SA_USER}; used:\n{_rules_table(dict.fromkeys(uses))}")
+    assert refused == [], f"refused: {refused}"
+    assert ungranted == set(), f"used but not granted (RBAC would have refused): {ungranted}"
+    assert unused == set(), (
+        f"granted but never used; remove or explain:\n{_rules_table(dict.fromkeys(unused))}"
+    )
+
+    # The same identity is refused what it does not need.
+    sa = folder / "kubeconfig"
+    for args in (
+        ["-n", "kube-system", "get", "secrets"],
+        ["-n", APP_NS, "get", "secrets"],
+        ["delete", "node", "gpu-h100-0", "--dry-run=server"],
+        ["create", "clusterrole", "escalate", "--verb=*", "--resource=*", "--dry-run=server"],
+        ["-n", APP_NS, "delete", "dsd", "r1", "--dry-run=server"],
+        ["-n", APP_NS, "create", "secret", "generic", "x", "--dry-run=server"],
+        ["get", "--raw=/api/v1/namespaces/llm/pods/x/log"],
+    ):
+        out = kubectl(audited, *args, kubeconfig=sa, check=False)
+        assert out.returncode != 0 and "forbidden" in out.stderr.lower(), (args, out.stdout, out.stderr)
+
+    # RBAC alone refuses the operator a spec write (it is granted no patch on the resource).
+    out = kubectl(
+        audited,
+        "-n",
+        APP_NS,
+        "patch",
+        "dsd",
+        "r1",
+        "--type=merge",
+        "-p",
+        '{"spec":{"replicas":5}}',
+        kubeconfig=sa,
+        check=False,
+    )
+    assert out.returncode != 0 and "forbidden" in out.stderr.lower(), out.stderr
+    # Where someone grants it more (here: get, patch on DeepSeekDeployments), the API server still
+    # refuses a spec write by the operator's identity (the ValidatingAdmissionPolicy); a metadata
+    # patch is let through.
+    more = ["create", "role", "more", "--verb=get,patch", f"--resource={PLURAL}.{GROUP}"]
+    kubectl(audited, "-n", APP_NS, *more)
+    kubectl(
+        audited,
+        "-n",
+        APP_NS,
+        "create",
+        "rolebinding",
+        "more",
+        "--role=more",
+        f"--serviceaccount={OPS}:{SA_NAME}",
+    )
+    out = kubectl(
+        audited,
+        "-n",
+        APP_NS,
+        "patch",
+        "dsd",
+        "r1",
+        "--type=merge",
+        "-p",
+        '{"spec":{"replicas":5}}',
+        kubeconfig=sa,
+        check=False,
+    )
+    assert out.returncode != 0, out.stdout
+    assert "may not create a DeepSeekDeployment or change its spec" in out.stderr, out.stderr
+    assert kubectl(audited, "-n", APP_NS, "get", "dsd", "r1", "-o", "jsonpath={.spec.replicas}").stdout == "2"
+    kubectl(
+        audited,
+        "-n",
+        APP_NS,
+        "patch",
+        "dsd",
+        "r1",
+        "--type=merge",
+        "-p",
+        '{"metadata":{"labels":{"seen":"yes"}}}',
+        kubeconfig=sa,
+    )
+    # The same change by a user is fine.
+    kubectl(audited, "-n", APP_NS, "patch", "dsd", "r1", "--type=merge", "-p", '{"spec":{"replicas":3}}')
+
+    # helm uninstall removes the operator and leaves the CRD and what serves.
+    helm("uninstall", RELEASE, "-n", OPS, "--kubeconfig", str(audited.kubeconfig), "--wait")
+    assert kubectl(audited, "-n", OPS, "get", "deployment", "-o", "name").stdout.strip() == ""
+    kubectl(audited, "get", "crd", f"{PLURAL}.{GROUP}")
+    assert kubectl(audited, "-n", APP_NS, "get", "dsd", "r1", "-o", "name").stdout.strip()
+    serving = json.loads(kubectl(audited, "-n", APP_NS, "get", "deployments", "-o", "json").stdout)["items"]
+    assert any(d["metadata"]["name"].endswith(stable) for d in serving), [
+        d["metadata"]["name"] for d in serving
+    ]
+    wait_for(lambda: True)
