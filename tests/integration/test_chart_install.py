@@ -6,9 +6,7 @@ identity is refused what it does not need, and a spec write (ValidatingAdmission
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,9 @@ import yaml
 
 from deepseek_operator.api.constants import GROUP, PLURAL
 from deepseek_operator.kube import client as kube
-from deepseek_operator.rollout.analysis import ENDPOINTS_ENV
 from deepseek_operator.sim.cluster import SimCluster, free_port
 from deepseek_operator.sim.standin import StandInServer
-from deepseek_operator.sim.tools import repo_root, tool_path
+from deepseek_operator.sim.tools import repo_root
 from tests.integration.test_rollout import ANSWERS, Endpoints, Rollout, _body
 from tests.support.chart import (
     AUDIT_POLICY,
@@ -34,8 +31,8 @@ from tests.support.chart import (
     template,
     used,
 )
-from tests.support.image import build_image, podman, run_args
-from tests.support.plugin import apply_crds, wait_for
+from tests.support.image import OperatorContainer, build_image, kubectl, sa_kubeconfig
+from tests.support.plugin import apply_crds
 
 # Granted, needed by the code, and not used by this test's scenario (one model on one-GPU
 # replicas, a canary, a rollback); the chart's comments say which code needs each. The test fails
@@ -71,96 +68,6 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def kubectl(
-    cluster: SimCluster,
-    *args: str,
-    kubeconfig: Path | None = None,
-    check: bool = True,
-    input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(tool_path("kubectl")), f"--kubeconfig={kubeconfig or cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=input,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def sa_kubeconfig(cluster: SimCluster, folder: Path) -> Path:
-    """A kubeconfig holding a token of the chart's ServiceAccount (TokenRequest API)."""
-    token = kubectl(cluster, "-n", OPS, "create", "token", SA_NAME, "--duration=2h").stdout.strip()
-    assert cluster.pki is not None
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "sim",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority-data": _b64(cluster.pki.ca_cert),
-                },
-            }
-        ],
-        "users": [{"name": SA_NAME, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "sim", "user": SA_NAME}}],
-        "current-context": "sa",
-    }
-    path = folder / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o644)
-    return path
-
-
-def _b64(path: Path) -> str:
-    import base64  # noqa: PLC0415
-
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-class OperatorContainer:
-    """The operator image run by podman as the chart runs it (read-only root, the non-root user,
-    no capabilities), on the host's network, with the ServiceAccount's kubeconfig mounted."""
-
-    def __init__(self, image: str, folder: Path, args: list[str]) -> None:
-        self.name = f"dso-operator-{uuid.uuid4().hex[:8]}"
-        self.image, self.folder, self.args = image, folder, args
-
-    def start(self) -> None:
-        podman(
-            *run_args(
-                self.image,
-                "--kubeconfig=/config/kubeconfig",
-                *self.args,
-                options=[
-                    "-d",
-                    "--name",
-                    self.name,
-                    "--user",
-                    "65532:65532",
-                    "-v",
-                    f"{self.folder}:/config:ro",
-                    "-e",
-                    f"{ENDPOINTS_ENV}=/config/endpoints.yaml",
-                ],
-            )
-        )
-
-    def logs(self) -> str:
-        out = podman("logs", self.name, check=False)
-        return out.stdout + out.stderr
-
-    def kill(self) -> None:
-        podman("kill", "--signal", "KILL", self.name, check=False)
-
-    def remove(self) -> None:
-        podman("rm", "-f", "-t", "5", self.name, check=False)
 
 
 def _rules_table(rows: dict[tuple[str, str, str], Any]) -> str:
@@ -201,7 +108,7 @@ def test_chart_install_operator_from_its_image_least_privilege_and_spec_policy(
     folder = tmp_path / "config"
     folder.mkdir()
     folder.chmod(0o755)
-    sa_kubeconfig(audited, folder)
+    sa_kubeconfig(audited, folder, OPS, SA_NAME)
     eps = Endpoints(folder / "endpoints.yaml")
     (folder / "endpoints.yaml").chmod(0o644)
     start = audit_lines(audited.audit_log)
@@ -337,4 +244,3 @@ def test_chart_install_operator_from_its_image_least_privilege_and_spec_policy(
     assert any(d["metadata"]["name"].endswith(stable) for d in serving), [
         d["metadata"]["name"] for d in serving
     ]
-    wait_for(lambda: True)

@@ -67,6 +67,7 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
         # Only what is truly cluster-scoped stays cluster-wide.
         assert sorted(r for rule in cluster_role["rules"] for r in rule["resources"]) == [
             "customresourcedefinitions",
+            "namespaces",
             "nodes",
         ]
         (dep,) = [o for o in objects if o["kind"] == "Deployment"]
