@@ -35,9 +35,11 @@ tools:
 image: venv
 	hack/build-image.sh
 
-# crds/ is the one source of the CRDs; the chart and manifests/install get copies.
-chart: tools
+# crds/ is the one source of the CRDs; the chart gets copies, and manifests/install (kustomize)
+# is rendered from the chart.
+chart: venv tools
 	hack/sync-chart-crds.sh
+	$(BIN)/python hack/render-install.py
 
 lint: venv
 	$(BIN)/ruff check operator tests
