@@ -4,13 +4,15 @@ simulated API server (the CRDs are applied for real first, as Helm does)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.chart import CHART, KUBE_VERSION, helm, set_args, template
+from tests.support.chart import CHART, KUBE_VERSION, crd_schemas, helm, kubeconform, set_args, template
 from tests.support.plugin import Kubectl
 
 OPS = "dso-render"
@@ -77,6 +79,26 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
         assert "PodDisruptionBudget" in kinds
     else:
         assert "PodDisruptionBudget" not in kinds
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_kubeconform_strict_accepts_every_rendered_object(mode: str, tmp_path: Path) -> None:
+    args = ["template", "render", str(CHART), "-n", OPS, "--kube-version", KUBE_VERSION, "--include-crds"]
+    text = helm(*args, *set_args(MODES[mode])).stdout
+    out = kubeconform(text, crd_schemas(tmp_path))
+    n = len([d for d in yaml.safe_load_all(text) if d])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"Valid: {n}, Invalid: 0, Errors: 0, Skipped: 0" in out.stdout, out.stdout
+
+
+def test_kubeconform_strict_refuses_a_bad_object(tmp_path: Path) -> None:
+    bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: two, bogus: 1}\n"
+    out = kubeconform(bad, crd_schemas(tmp_path))
+    assert out.returncode != 0
+    assert (
+        "additional properties 'bogus' not allowed" in out.stdout
+        and "got string, want null or integer" in out.stdout
+    )
 
 
 def test_the_deployment_is_hardened_and_probed() -> None:

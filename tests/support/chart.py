@@ -32,6 +32,41 @@ rules:
 """
 
 
+def kubeconform_schemas() -> Path:
+    """The v1.37 schemas in kubeconform's layout (hack/build-schemas.sh; cached)."""
+    proc = subprocess.run([str(repo_root() / "hack" / "build-schemas.sh")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"hack/build-schemas.sh failed:\n{proc.stderr}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def crd_schemas(folder: Path) -> Path:
+    """JSON schemas of the project's custom resources (from crds/), named as kubeconform looks
+    them up (``<kind>-<first part of the group>-<version>.json``), written into ``folder``."""
+    for path in sorted((repo_root() / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd:
+                continue
+            spec = crd["spec"]
+            for v in spec["versions"]:
+                name = f"{spec['names']['kind'].lower()}-{spec['group'].split('.')[0]}-{v['name']}.json"
+                (folder / name).write_text(json.dumps(v["schema"]["openAPIV3Schema"]))
+    return folder
+
+
+def kubeconform(text: str, crds: Path) -> subprocess.CompletedProcess[str]:
+    """``kubeconform -strict`` of ``text`` against the v1.37 schemas and the project's CRDs."""
+    template = "{{.ResourceKind}}{{.KindSuffix}}.json"
+    args = [str(tool_path("kubeconform")), "-strict", "-summary", "-kubernetes-version", "1.37.2"]
+    args += [
+        "-schema-location",
+        f"{kubeconform_schemas()}/{template}",
+        "-schema-location",
+        f"{crds}/{template}",
+    ]
+    return subprocess.run([*args, "-"], input=text, capture_output=True, text=True, timeout=120)
+
+
 def helm(
     *args: str, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
