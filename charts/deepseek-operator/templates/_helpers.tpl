@@ -51,24 +51,24 @@ and on a request it was refused.
 - apiGroups: [serving.deepseek.ai]
   resources: [deepseekdeployments/status]
   verbs: [patch]
-# The children: watched by the loop's informers (kube/watch.py, label-selected), written by
-# server-side apply (create: the apply that makes an object is authorized as create too),
-# scaled, and deleted when their revision is gone. Not used in the audit test's scenario (one
-# model, a canary, a rollback), and needed all the same: delete of ControllerRevisions (records
-# beyond the history limit), Jobs (a stale revision's engine build), Services and PDBs (a
-# resource scaled to one replica, or deleted); create/patch/delete of HPAs (spec.autoscaling).
+# The children: watched by the loop's informers (kube/watch.py, label-selected) and written by
+# server-side apply (create: the apply that makes an object is authorized as create too). The
+# loop deletes only what reconcile/workloads.py removes: a stale revision's Deployment,
+# LeaderWorkerSet and ConfigMap, an HPA whose spec.autoscaling is gone, and ControllerRevision
+# records beyond the history (not reached in the audit test's scenario: it keeps the last few).
+# Jobs, Services and PDBs go with their owner (garbage collection): no delete for them.
 - apiGroups: [apps]
   resources: [deployments, controllerrevisions]
   verbs: [list, watch, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch]
 - apiGroups: [""]
   resources: [services]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, create, patch, delete]
@@ -78,7 +78,8 @@ and on a request it was refused.
   resources: [configmaps]
   verbs: [get, list, watch, create, patch, delete]
 # Multi-node replicas (LeaderWorkerSet); watched only when that API is installed (the audit
-# test's cluster has none: only its list, answered 404, is used there).
+# test's cluster has none: only its list, answered 404, is used there; the rest is needed by
+# multi-node replicas).
 - apiGroups: [leaderworkerset.x-k8s.io]
   resources: [leaderworkersets]
   verbs: [list, watch, create, patch, delete]
@@ -88,8 +89,7 @@ and on a request it was refused.
   resources: [pods]
   verbs: [list, watch, patch]
 # The model PVC, the engine-cache PVC and the credentials Secret a spec names are each read by
-# name (reconcile/gather.py) to say which is missing: get only, never list or watch. (The audit
-# test's sample names no Secret.)
+# name (reconcile/gather.py) to say which is missing: get only, never list or watch.
 - apiGroups: [""]
   resources: [persistentvolumeclaims, secrets]
   verbs: [get]
