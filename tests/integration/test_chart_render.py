@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator.sim.cluster import SimCluster
 from tests.support.chart import CHART, KUBE_VERSION, crd_schemas, helm, kubeconform, set_args, template
 from tests.support.plugin import Kubectl
 
@@ -30,6 +31,16 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
+def _namespaces(kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    for ns in (OPS, "dso-team-a", "dso-team-b"):
+        try:
+            core.create_namespace({"metadata": {"name": ns}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_helm_lint_strict_is_clean(mode: str) -> None:
     out = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *set_args(MODES[mode]))
@@ -41,13 +52,7 @@ def test_helm_lint_strict_is_clean(mode: str) -> None:
 def test_every_rendered_object_passes_a_server_side_dry_run(
     mode: str, kube_api: Any, crds: list[str], kubectl: Kubectl
 ) -> None:
-    core = client.CoreV1Api(kube_api)
-    for ns in (OPS, "dso-team-a", "dso-team-b"):
-        try:
-            core.create_namespace({"metadata": {"name": ns}})
-        except ApiException as e:
-            if e.status != 409:
-                raise
+    _namespaces(kube_api)
     objects = template(MODES[mode], release="render", namespace=OPS)
     kinds = sorted({o["kind"] for o in objects})
     text = helm(
@@ -133,3 +138,35 @@ def test_bad_values_are_refused_naming_the_field(values: dict[str, Any], message
     out = helm("template", "x", str(CHART), "--kube-version", KUBE_VERSION, *set_args(values), check=False)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("mode", ["default", "namespace-scoped", "replicas"])
+def test_the_notes_say_what_to_do_next(
+    mode: str, sim_cluster: SimCluster, kube_api: Any, crds: list[str]
+) -> None:
+    # A dry-run install against the simulated API server (Helm reads its version there), with
+    # the CRDs and the namespaces there.
+    _namespaces(kube_api)
+    args = [
+        "install",
+        "notes",
+        str(CHART),
+        "-n",
+        OPS,
+        "--dry-run=server",
+        "--kubeconfig",
+        str(sim_cluster.kubeconfig),
+    ]
+    out = helm(*args, *set_args(MODES[mode])).stdout
+    notes = out.split("NOTES:", 1)[1]
+    for line in (
+        "kubectl -n llm apply -f manifests/samples/r1-distill-qwen-7b.yaml",
+        "kubectl -n llm get dsd",
+        "kubectl -n llm wait --for=condition=Ready dsd/r1-qwen-7b",
+        f"kubectl -n {OPS} logs deployment/notes-deepseek-operator",
+    ):
+        assert line in notes, notes
+    if mode == "namespace-scoped":
+        assert "It watches DeepSeekDeployments in: dso-team-a, dso-team-b (and nowhere else)." in notes
+    if mode == "replicas":
+        assert "3 replicas, one working at a time" in notes

@@ -70,3 +70,39 @@ def test_a_store_replaced_for_one_namespace_keeps_the_others() -> None:
     assert changed == [fresh]
     assert sorted(o["metadata"]["name"] for o in gone) == ["p1", "p2"]
     assert sorted(o["metadata"]["name"] for o in store.items()) == ["p3", "p9"]
+
+
+def test_a_paused_controller_parks_what_comes_up_and_passes_it_on_resuming() -> None:
+    from deepseek_operator.reconcile.controller import Controller  # noqa: PLC0415
+
+    c = Controller(workers=0, active=False)
+    body = {"metadata": {"namespace": "llm", "name": "known", "resourceVersion": "3"}}
+    c.cache.resources.put(body)
+    assert c._parked_while_paused(("llm", "woke"))  # a worker took it while paused: parked
+    c.resume()
+    assert not c._parked_while_paused(("llm", "other"))  # active: a worker makes the pass
+    taken = set()
+    for _ in range(2):
+        key = c.queue.get()
+        assert key is not None
+        taken.add(key)
+        c.queue.done(key)
+    assert taken == {("llm", "woke"), ("llm", "known")}
+    c.pause()
+    assert c._parked_while_paused(("llm", "woke"))
+    c.queue.shutdown()
+
+
+def test_the_peering_watch_says_each_change_once() -> None:
+    from deepseek_operator.peering import PeeringConfig, PeeringWatch  # noqa: PLC0415
+
+    said: list[bool] = []
+    watch = PeeringWatch(PeeringConfig("p", ME, 5, 10), said.append)
+    assert watch.evaluate(NOW) is False and said == []  # not listed yet: paused, nothing said
+    watch._informer.synced.set()
+    assert watch.evaluate(NOW) is False and said == [False]  # listed, no peering object: paused
+    other = {"other": {"priority": 9, "lifetime": 10, "lastseen": _seen(2)}}
+    watch._informer.store.put({"metadata": {"name": "p", "resourceVersion": "1"}, "status": other})
+    assert watch.evaluate(NOW) is False and said == [False]
+    assert watch.evaluate(NOW + dt.timedelta(seconds=9)) is True and said == [False, True]  # it died
+    assert watch.evaluate(NOW + dt.timedelta(seconds=20)) is True and said == [False, True]
