@@ -28,7 +28,7 @@ version=$("$python" -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],
 image=${1:-localhost/deepseek-operator:$version}
 # What goes into the image; an image already built from the same inputs is not built again.
 content=$( { echo "$base_image"; cd "$root" && find operator pyproject.toml -type f -not -path '*/__pycache__/*' \
-  -not -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
+  -not -name '*.pyc' -not -path '*.egg-info/*' | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
 if "${podman[@]}" image exists "$image" \
   && [ "$("${podman[@]}" image inspect "$image" --format '{{index .Labels "dso.content"}}')" = "$content" ]; then
   log "$image is up to date (inputs $content)"
@@ -40,9 +40,13 @@ rm -rf "$context"; mkdir -p "$context/wheels"
 log "building the wheels (the project and its runtime dependencies, no extras)"
 "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" "$root" >&2
 
+previous=$("${podman[@]}" image inspect "$image" --format '{{.Id}}' 2>/dev/null || true)
 log "building $image from $base_image (no network)"
 "${podman[@]}" build --quiet --isolation oci --network none --pull=never \
   --build-arg "BASE_IMAGE=$base_image" --label "dso.content=$content" -f "$root/operator/Dockerfile" -t "$image" "$context" >/dev/null
+if [ -n "$previous" ] && [ "$previous" != "$("${podman[@]}" image inspect "$image" --format '{{.Id}}')" ]; then
+  "${podman[@]}" rmi "$previous" >/dev/null 2>&1 || true  # the image this one replaces, now untagged
+fi
 size=$("${podman[@]}" image inspect "$image" --format '{{.Size}}')
 log "built $image: $(( size / 1000000 )) MB in $(( SECONDS - start )) s"
 echo "$image"
