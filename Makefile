@@ -43,8 +43,8 @@ chart: venv tools
 	$(BIN)/python hack/render-install.py
 
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -83,7 +83,12 @@ def diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
 
 
 def kustomization(resources: list[str], **more: Any) -> dict[str, Any]:
-    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources, **more}
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+        **more,
+    }
 
 
 def main() -> None:
@@ -94,7 +99,10 @@ def main() -> None:
     dump(base / "namespace.yaml", [namespace])
     dump(base / "crds.yaml", [o for o in objects if o["kind"] == "CustomResourceDefinition"])
     dump(base / "deepseek-operator.yaml", [o for o in objects if o["kind"] != "CustomResourceDefinition"])
-    dump(base / "kustomization.yaml", [kustomization(["namespace.yaml", "crds.yaml", "deepseek-operator.yaml"])])
+    dump(
+        base / "kustomization.yaml",
+        [kustomization(["namespace.yaml", "crds.yaml", "deepseek-operator.yaml"])],
+    )
     dump(install / "kustomization.yaml", [kustomization(["base"])])
 
     scoped = {key(o): o for o in render(f"watchNamespaces={json.dumps(WATCHED)}")}
@@ -112,7 +120,11 @@ def main() -> None:
             kind, _, name = k
             patches.append({"patch": yaml.safe_dump(ops), "target": {"kind": kind, "name": name}})
     dump(overlay / "namespace-scoped.yaml", added)
-    dump(overlay / "kustomization.yaml", [kustomization(["../../base", "namespace-scoped.yaml"], patches=patches)])
+    dump(
+        overlay / "kustomization.yaml",
+        [kustomization(["../../base", "namespace-scoped.yaml"], patches=patches)],
+    )
+
 
 if __name__ == "__main__":
     main()
