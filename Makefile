@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv tools lint test test-unit test-integration demo clean
+.PHONY: help venv tools image chart lint test test-unit test-integration demo clean
 
 help:
 	@echo "make demo              the operator serving the sample models on a simulated GPU cluster"
@@ -16,6 +16,8 @@ help:
 	@echo "make lint              ruff, mypy (strict) and the import-linter layer contracts"
 	@echo "make tools             build kube-apiserver, etcd, kwok, ... into the cache (once per version)"
 	@echo "make venv              create .venv with the project and its test/dev extras"
+	@echo "make chart             copy crds/ into the Helm chart and render the kustomize base from it"
+	@echo "make image             build the operator image localhost/deepseek-operator:<version> with podman"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -27,10 +29,22 @@ $(STAMP): pyproject.toml
 
 tools:
 	hack/build-tools.sh
+	hack/build-schemas.sh >/dev/null
+
+# podman, runc and mmdebstrap from Debian (once), the base root filesystem (cached outside the
+# repo), the wheels, then a build with no network: see hack/build-image.sh.
+image: venv
+	hack/build-image.sh
+
+# crds/ is the one source of the CRDs; the chart gets copies, and manifests/install (kustomize)
+# is rendered from the chart.
+chart: venv tools
+	hack/sync-chart-crds.sh
+	$(BIN)/python hack/render-install.py
 
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control-plane programs the simulated cluster needs from Go modules:
 #   kube-apiserver kube-controller-manager kube-scheduler kubectl  (k8s.io/kubernetes)
-#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3)
+#   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3),
+#   kubeconform (github.com/yannh/kubeconform)
 # into a cache outside the repository keyed by version:
 #   ${DSO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-operator}/tools/<name>-<version>/
 # A program already in the cache is never rebuilt; a second run returns in seconds.
@@ -109,7 +110,7 @@ if want etcd && [ ! -x "$etcd_dir/etcd" ]; then
   cd - >/dev/null; rm -rf "$work"; trap - EXIT
 fi
 
-# --- kwok and helm: plain go install
+# --- kwok, helm and kubeconform: plain go install
 install_tool() {  # install_tool NAME VERSION PACKAGE
   local name=$1 version=$2 pkg=$3 dir="$tools_dir/$1-$2"
   if want "$name" && [ ! -x "$dir/$name" ]; then
@@ -121,5 +122,6 @@ install_tool() {  # install_tool NAME VERSION PACKAGE
 }
 install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+install_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
 
 log "tools ready in $tools_dir"

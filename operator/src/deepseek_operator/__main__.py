@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import secrets
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from deepseek_operator import __version__
 from deepseek_operator.errors import OperatorError
@@ -18,8 +23,40 @@ def _err(message: str) -> None:
     print(f"deepseek-operator: {message}", file=sys.stderr, flush=True)
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _watch_namespaces(given: Sequence[str] | None) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(given or ()))
+    for ns in names:
+        if not _DNS_LABEL.match(ns):
+            raise OperatorError(
+                f"--namespace {ns!r} is not a namespace name: give the exact name of an existing "
+                "namespace (lowercase letters, digits and '-'), once per namespace; patterns are "
+                "not supported, as the operator's Roles are made for named namespaces"
+            )
+    return names
+
+
+def _peering(args: argparse.Namespace, namespaces: tuple[str, ...]) -> Any:
+    """The replica's peering settings, or None when it runs alone (no --peering)."""
+    if not args.peering:
+        return None
+    from deepseek_operator.peering import PeeringConfig, auto_priority  # noqa: PLC0415
+
+    if not 2 <= args.peering_lifetime <= 600:
+        raise OperatorError(f"--peering-lifetime {args.peering_lifetime}: give 2 to 600 seconds (10 is good)")
+    priority = args.priority
+    if priority is None:
+        priority = auto_priority(int(time.time() * 1000), secrets.randbelow(1000))
+    identity = f"{socket.gethostname()}@{os.getpid()}/{secrets.token_hex(4)}"
+    return PeeringConfig(args.peering, identity, priority, args.peering_lifetime, namespaces)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator in this process until interrupted."""
+    namespaces = _watch_namespaces(args.namespace)
+    peering = _peering(args, namespaces)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.endpoints:
@@ -36,10 +73,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
+        standalone=peering is None,
+        peering_name=peering.name if peering else None,
+        priority=peering.priority if peering else None,
+        identity=peering.identity if peering else None,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(watch_namespaces=namespaces, peering=peering),
     )
     return 0
 
@@ -177,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG or in-cluster)")
     run.add_argument("--liveness", help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="run as one of several replicas that meet in kopf's peering object NAME (a ClusterKopfPeering, "
+        "or a KopfPeering in each --namespace): one works, the others wait and take over",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority (the highest works); default: the replica that started first wins",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=10,
+        help="seconds a replica counts as alive after last seen (about the fail-over time; default 10)",
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="log more")
     run.add_argument(
         "--metrics-port", type=int, default=0, help="serve the operator's Prometheus metrics on this port"

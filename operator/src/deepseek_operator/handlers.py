@@ -17,6 +17,7 @@ import kopf
 from deepseek_operator.api.constants import GROUP, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.kube.watch import WATCH_TIMEOUT_SECONDS
+from deepseek_operator.peering import PeeringConfig, PeeringWatch
 from deepseek_operator.reconcile.controller import Controller
 
 
@@ -33,14 +34,27 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if objects.getEffectiveLevel() >= logging.INFO:
         objects.setLevel(logging.WARNING)  # not a "Handler succeeded" line for every watch event
     kube.reset_api_client()  # $KUBECONFIG is read now, not when a previous run read it
-    controller = Controller()
+    # `deepseek-operator run` puts the namespaces and the peering in the memo (none: every
+    # namespace, standalone).
+    peering: PeeringConfig | None = memo.get("peering")
+    if peering is not None:
+        settings.peering.lifetime = peering.lifetime
+    controller = Controller(namespaces=tuple(memo.get("watch_namespaces") or ()), active=peering is None)
     memo["controller"] = controller
     await asyncio.get_running_loop().run_in_executor(None, controller.start)
+    if peering is not None:
+        # kopf pauses its own watch when another replica works; the loop pauses with it.
+        watch = PeeringWatch(peering, lambda on: controller.resume() if on else controller.pause())
+        memo["peering_watch"] = watch
+        watch.start()
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop the loop: the workers finish their pass, the watches close."""
+    watch = memo.get("peering_watch")
+    if watch is not None:
+        await asyncio.get_running_loop().run_in_executor(None, watch.stop)
     controller = memo.get("controller")
     if controller is not None:
         await asyncio.get_running_loop().run_in_executor(None, controller.stop)

@@ -88,11 +88,18 @@ class Store:
         with self._lock:
             return self._items.pop((namespace, name), None)
 
-    def replace(self, objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Replace everything by a fresh list; returns (objects new or changed, objects gone)."""
+    def replace(
+        self, objects: list[dict[str, Any]], namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Replace everything (or, given ``namespace``, everything in that namespace) by a fresh
+        list; returns (objects new or changed, objects gone)."""
         fresh = {_key(o): o for o in objects}
         with self._lock:
-            old, self._items = self._items, fresh
+            if namespace is None:
+                old, self._items = self._items, fresh
+            else:
+                old = {k: o for k, o in self._items.items() if k[0] == namespace}
+                self._items = {k: o for k, o in self._items.items() if k[0] != namespace} | fresh
         changed = [o for k, o in fresh.items() if old.get(k) != o]
         gone = [o for k, o in old.items() if k not in fresh]
         return changed, gone
@@ -111,10 +118,21 @@ class Source:
     path: str  # the collection across namespaces, e.g. /apis/apps/v1/deployments
     label_selector: str = ""
     optional: bool = False  # the API may be absent (a CRD not installed): wait for it quietly
+    # Given: follow the collection in each of these namespaces only (RBAC may grant no more).
+    namespaces: tuple[str, ...] = ()
+
+    def paths(self) -> list[tuple[str, str | None]]:
+        """(REST path, namespace) of each collection to follow: the one across namespaces, or
+        one per namespace (``/api/v1/pods`` -> ``/api/v1/namespaces/NS/pods``)."""
+        if not self.namespaces:
+            return [(self.path, None)]
+        prefix, plural = self.path.rsplit("/", 1)
+        return [(f"{prefix}/namespaces/{ns}/{plural}", ns) for ns in self.namespaces]
 
 
 class Informer:
-    """Lists and watches one :class:`Source` in a daemon thread, keeping :attr:`store` current."""
+    """Lists and watches one :class:`Source` in a daemon thread (one per namespace when the
+    source names namespaces), keeping :attr:`store` current."""
 
     def __init__(self, source: Source, slim: Slim, on_change: OnChange) -> None:
         self.source = source
@@ -124,43 +142,61 @@ class Informer:
         self._stop = threading.Event()
         self.synced = threading.Event()
         self.available = True  # False while an optional API is absent
-        self._thread = threading.Thread(target=self._run, name=f"informer-{source.kind}", daemon=True)
-        self._response: Any = None
+        self._paths = source.paths()
+        self._listed: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                args=(path, ns),
+                name=f"informer-{source.kind}" + (f"-{ns}" if ns else ""),
+                daemon=True,
+            )
+            for path, ns in self._paths
+        ]
+        self._responses: dict[str, Any] = {}
 
     def start(self) -> None:
         """Start listing and watching."""
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
-        """Stop now: the open watch connection is shut down, which ends the thread's read."""
+        """Stop now: the open watch connections are shut down, which ends the threads' reads."""
         self._stop.set()
-        resp = self._response
-        if resp is not None:
+        for resp in list(self._responses.values()):
             try:
                 resp.shutdown()  # unblocks the reading thread (urllib3 2.3+)
             except Exception:  # the stream ended meanwhile; nothing to report
                 log.debug("closing the %s watch", self.source.kind, exc_info=True)
 
     def join(self, timeout: float) -> None:
-        """Wait for the thread to end."""
-        self._thread.join(timeout)
+        """Wait for the threads to end."""
+        for t in self._threads:
+            t.join(timeout)
+
+    def _mark_listed(self, path: str) -> None:
+        with self._lock:
+            self._listed.add(path)
+            if len(self._listed) == len(self._paths):
+                self.synced.set()
 
     def _query(self) -> list[tuple[str, str]]:
         return [("labelSelector", self.source.label_selector)] if self.source.label_selector else []
 
-    def _run(self) -> None:
+    def _run(self, path: str, namespace: str | None) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                version = self._list()
+                version = self._list(path, namespace)
                 backoff = 0.5
                 resume: str | None = version
                 while resume is not None and not self._stop.is_set():
-                    resume = self._watch(resume)  # None: 410 Gone, list again
+                    resume = self._watch(path, resume)  # None: 410 Gone, list again
             except ApiException as e:
                 if e.status == 404 and self.source.optional:
                     self.available = False
-                    self.synced.set()  # nothing to wait for: the API is not there
+                    self._mark_listed(path)  # nothing to wait for: the API is not there
                     self._stop.wait(10.0)
                     continue
                 log.warning("watch of %s failed: HTTP %s %s", self.source.kind, e.status, e.reason)
@@ -171,21 +207,21 @@ class Informer:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
 
-    def _list(self) -> str:
-        data = request(api_client(), "GET", self.source.path, query=self._query())
+    def _list(self, path: str, namespace: str | None) -> str:
+        data = request(api_client(), "GET", path, query=self._query())
         items = []
         for item in (data or {}).get("items") or []:
             items.append(self._slim(item))
         self.available = True
-        changed, gone = self.store.replace(items)
+        changed, gone = self.store.replace(items, namespace)
         for obj in gone:
             self._on_change(self.source.kind, "DELETED", obj, obj)
         for obj in changed:
             self._on_change(self.source.kind, "SYNC", obj, None)
-        self.synced.set()
+        self._mark_listed(path)
         return str(((data or {}).get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, version: str) -> str | None:
+    def _watch(self, path: str, version: str) -> str | None:
         """Follow one watch from ``version``; returns the version to resume from, or None for a
         new list."""
         timeout = int(WATCH_TIMEOUT_SECONDS * random.uniform(0.9, 1.1))
@@ -196,7 +232,7 @@ class Informer:
             ("timeoutSeconds", str(timeout)),
             ("resourceVersion", version),
         ]
-        for event in self._stream(query):
+        for event in self._stream(path, query):
             kind = event.get("type")
             obj = event.get("object") or {}
             if kind == "ERROR":
@@ -221,11 +257,11 @@ class Informer:
         if stored:
             self._on_change(self.source.kind, kind, slim, previous)
 
-    def _stream(self, query: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    def _stream(self, path: str, query: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         api = api_client()
         method, url, headers, _, _ = api.param_serialize(
             method="GET",
-            resource_path=self.source.path,
+            resource_path=path,
             query_params=query,
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
@@ -242,7 +278,7 @@ class Informer:
             body = raw.data
             raw.release_conn()
             raise ApiException(status=raw.status, reason=raw.reason, http_resp=None) from ValueError(body)
-        self._response = raw
+        self._responses[path] = raw
         try:
             pending = b""
             for chunk in raw.stream(64 * 1024, decode_content=True):
@@ -254,5 +290,5 @@ class Informer:
                     if line.strip():
                         yield json.loads(line)
         finally:
-            self._response = None
+            self._responses.pop(path, None)
             raw.release_conn()

@@ -130,7 +130,10 @@ class Cache:
         on_owner: Callable[[Owner], None],
         on_capacity: Callable[[], None],
         on_references: Callable[[], None] = lambda: None,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
+        """``namespaces``: watch only these (a namespace-scoped install's Roles grant no more);
+        nodes are cluster-scoped and always watched whole."""
         self._on_owner = on_owner
         self._on_capacity = on_capacity
         self._on_references = on_references
@@ -140,14 +143,16 @@ class Cache:
         self.resources = Store(KIND)
         self.informers: dict[str, Informer] = {}
         for kind, (_, path, optional) in OWNED.items():
-            self.informers[kind] = Informer(Source(kind, path, _MANAGED, optional), slim_owned, self._changed)
-        # Every pod: the inventory counts other workloads' GPUs too.
-        self.informers["Pod"] = Informer(Source("Pod", "/api/v1/pods"), slim_pod, self._changed)
+            source = Source(kind, path, _MANAGED, optional, namespaces)
+            self.informers[kind] = Informer(source, slim_owned, self._changed)
+        # Every pod (of the watched namespaces): the inventory counts other workloads' GPUs too.
+        pods = Source("Pod", "/api/v1/pods", namespaces=namespaces)
+        self.informers["Pod"] = Informer(pods, slim_pod, self._changed)
         self.informers["Node"] = Informer(Source("Node", "/api/v1/nodes"), slim_node, self._changed)
         # Every PVC (names and phase only): the spec step checks the model and engine-cache claims
         # here, and a claim created later wakes the resources that wait for it.
         self.informers[PVC] = Informer(
-            Source(PVC, "/api/v1/persistentvolumeclaims"), slim_claim, self._changed
+            Source(PVC, "/api/v1/persistentvolumeclaims", namespaces=namespaces), slim_claim, self._changed
         )
 
     # --- lifecycle ------------------------------------------------------------------------

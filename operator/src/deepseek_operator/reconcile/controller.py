@@ -42,11 +42,20 @@ Built = tuple[DeploymentSpec, Plan, list[dict[str, Any]]]
 class Controller:
     """The operator's loop for every DeepSeekDeployment it sees."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
+    def __init__(self, workers: int = WORKERS, namespaces: tuple[str, ...] = (), active: bool = True) -> None:
+        """``namespaces``: watch only these (empty: every namespace). ``active``: False starts it
+        paused (a replica that waits for peering to pick it): informers run, no pass does."""
         self.queue: WorkQueue[Owner] = WorkQueue()
         self.cache = Cache(
-            on_owner=self.queue.add, on_capacity=self._wake_waiting, on_references=self._wake_referring
+            on_owner=self.queue.add,
+            on_capacity=self._wake_waiting,
+            on_references=self._wake_referring,
+            namespaces=namespaces,
         )
+        self._active = threading.Event()
+        if active:
+            self._active.set()
+        self._parked: set[Owner] = set()  # taken while paused: passed on resuming
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -76,6 +85,27 @@ class Controller:
         for t in self._threads:
             t.join(10.0)
         self.cache.stop()
+
+    def pause(self) -> None:
+        """Stop making passes (another replica works): a pass under way finishes, the keys that
+        come up wait, the caches stay current for a fast take-over."""
+        if self._active.is_set():
+            self._active.clear()
+            log.info("paused: another replica of the operator is active")
+
+    def resume(self) -> None:
+        """Make passes again, first for every resource known and every key that waited."""
+        with self._lock:  # with _parked_while_paused: no key is parked after this
+            if self._active.is_set():
+                return
+            self._active.set()
+            parked, self._parked = self._parked, set()
+        for body in self.cache.resources.items():
+            meta = body.get("metadata") or {}
+            parked.add((str(meta.get("namespace")), str(meta.get("name"))))
+        log.info("active: reconciling %d resource(s)", len(parked))
+        for owner in parked:
+            self.queue.add(owner)
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -193,9 +223,18 @@ class Controller:
                 capacity.claim(owner, writes.claim, time.monotonic())
         return writes
 
+    def _parked_while_paused(self, owner: Owner) -> bool:
+        with self._lock:
+            if self._active.is_set():
+                return False
+            self._parked.add(owner)
+            return True
+
     def _work(self) -> None:
         while (owner := self.queue.get()) is not None:
             try:
+                if self._parked_while_paused(owner):
+                    continue
                 again = self._sync_reporting(owner)
                 if again is not None:
                     self.queue.add(owner, again)

@@ -133,6 +133,9 @@ class SimCluster:
     tools: Tools | None = None
     base_dir: Path | None = None
     progress: Callable[[str], None] | None = None
+    # An audit policy (audit.k8s.io/v1 Policy): the API server then logs what it says to
+    # audit_log, one JSON event a line (tests compare what an identity used with its roles).
+    audit_policy: Path | None = None
 
     workdir: Path = field(init=False)
     pools: list[GPUPool] = field(init=False)
@@ -159,6 +162,11 @@ class SimCluster:
     def kubeconfig(self) -> Path:
         """A kubeconfig for the cluster administrator (group ``system:masters``)."""
         return self.workdir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (written only with ``audit_policy``)."""
+        return self.workdir / "audit.log"
 
     @property
     def developer_kubeconfig(self) -> Path:
@@ -292,6 +300,7 @@ class SimCluster:
                 # The kubernetes Service cannot point at a loopback address.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                *self._audit_args(),
             ],
         )
         self._wait(apiserver, deadline, lambda: self._api_get("/readyz") is not None)
@@ -363,6 +372,16 @@ class SimCluster:
         self._wait(kwok, deadline, lambda: self._ready_nodes() >= names, what="nodes to become Ready")
         self._wait(kwok, deadline, self._default_namespace_ready, what="the default namespace")
         self._say("cluster ready")
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_policy is None:
+            return []
+        return [
+            f"--audit-policy-file={self.audit_policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # every event is in the file when the request returns
+        ]
 
     def _wait(
         self, proc: _Process, deadline: float, ready: Callable[[], bool], what: str | None = None
