@@ -17,6 +17,7 @@ from deepseek_operator.api import names
 from deepseek_operator.api.constants import LWS_API_VERSION, LWS_KIND
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.builders import serving
+from deepseek_operator.planning.sizing import max_num_tokens
 from deepseek_operator.planning.types import Plan
 
 LEADER_PORT = 8000
@@ -38,6 +39,7 @@ def leader_command(spec: DeploymentSpec, plan: Plan) -> list[str]:
         f"--tp_size {plan.tensor_parallel} --pp_size {plan.pipeline_parallel} "
         f"--max_batch_size {plan.max_batch_size} "
         f"--max_seq_len {spec.engine.max_input_tokens + spec.engine.max_output_tokens} "
+        f"--max_num_tokens {max_num_tokens(spec.engine.max_input_tokens)} "
         f"--kv_cache_free_gpu_memory_fraction {spec.engine.kv_cache_memory_fraction} "
         f"--host 0.0.0.0 --port {LEADER_PORT}"
     )
@@ -56,9 +58,7 @@ def _pod(owner_name: str, spec: DeploymentSpec, plan: Plan, role: str, command: 
         "image": spec.engine.image,
         "command": command,
         "env": [{"name": k, "value": v} for k, v in plan.nccl_env],
-        "resources": serving.gpu_resources(
-            plan, per_node, 16 * per_node + serving.shm_size_gib(plan), 4 * per_node
-        ),
+        "resources": serving.gpu_resources(plan, per_node, serving.host_memory_gib(plan), 4 * per_node),
         "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
         # MPI over SSH between the group's pods needs root and no seccomp filter in NVIDIA's images.
         "securityContext": {"allowPrivilegeEscalation": False},

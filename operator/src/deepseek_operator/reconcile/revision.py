@@ -78,7 +78,11 @@ def build_revision(
     ]
     if plan.runtime == "tensorrt-llm":
         objects.append(serving.build_engine_job(body, spec, plan))
-    objects.append(serving.build_deployment(body, spec, plan, repo.repository_sources(plan.runtime), None))
+    objects.append(
+        serving.build_deployment(
+            body, spec, plan, repo.repository_sources(plan.runtime, spec.engine.image), None
+        )
+    )
     return [stamp(o) for o in objects]
 
 
