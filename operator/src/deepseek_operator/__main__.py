@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from deepseek_operator import __version__
-from deepseek_operator.errors import OperatorError
+from deepseek_operator.errors import OperatorError, SpecError
 
 
 def _err(message: str) -> None:
@@ -164,6 +164,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print every object the operator would create for the resources of a file, offline."""
+    from deepseek_operator import render_cli  # noqa: PLC0415
+
+    if args.filename == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(args.filename, encoding="utf-8") as f:
+                text, source = f.read(), args.filename
+        except OSError as e:
+            raise SpecError(f"-f {args.filename}: cannot read it ({e.strerror})") from e
+    sys.stdout.write(render_cli.render(text, source, gpus=args.gpus, namespace=args.namespace))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``run`` and ``sim up|down|status``."""
     parser = argparse.ArgumentParser(
@@ -204,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--parameters", help="parameter count of a model outside the catalog, e.g. 7.6B")
     plan.add_argument("--output", "-o", choices=["table", "json"], default="table")
     plan.set_defaults(func=cmd_plan)
+
+    render = sub.add_parser(
+        "render",
+        help="print every object the operator would create for a resource, and its model repository "
+        "(offline, like helm template)",
+    )
+    render.add_argument("-f", "--filename", required=True, help="YAML with DeepSeekDeployments ('-': stdin)")
+    render.add_argument(
+        "--gpus",
+        help="plan on these empty GPU node pools, POOL:NODESxGPUS[,...] as for 'sim up' (e.g. h100:2x8); "
+        "default: every catalog GPU, 2 nodes of 8 each",
+    )
+    render.add_argument(
+        "--namespace",
+        "-n",
+        default="default",
+        help="namespace for resources without one",
+    )
+    render.set_defaults(func=cmd_render)
 
     demo = sub.add_parser("demo", help="the operator serving the sample models on a simulated cluster")
     demo.add_argument("--gpus", default="h100:2x8,a100-80gb:1x4,h200:1x8", help="GPU node pools (see sim up)")
