@@ -171,6 +171,7 @@ PARSED_FIELDS = [
     ("model.source.pvc.path", "string"),
     ("model.source.uri", "string"),
     ("model.source.credentialsSecret", "string"),
+    ("model.source.packageIndex", "string"),
     ("model.revision", "string"),
     ("model.parameters", "int-or-string"),
     ("model.architecture", "object"),
@@ -250,7 +251,11 @@ def test_every_field_parse_spec_reads_is_in_the_schema(path: str, json_type: str
 FULL_SPEC: dict[str, Any] = {
     "model": {
         "id": "acme/Custom-MoE-16B",
-        "source": {"pvc": {"claimName": "models", "path": "acme/moe"}, "credentialsSecret": "creds"},
+        "source": {
+            "pvc": {"claimName": "models", "path": "acme/moe"},
+            "credentialsSecret": "creds",
+            "packageIndex": "https://pypi.internal.example/simple",
+        },
         "revision": "v2",
         "parameters": "15.7B",
         "architecture": {

