@@ -200,6 +200,7 @@ PARSED_FIELDS = [
     ("engine.enableChunkedContext", "boolean"),
     ("engine.streaming", "boolean"),
     ("engine.cacheClaimName", "string"),
+    ("engine.calibrationDataset", "string"),
     ("gpu", "object"),
     ("gpu.products", "array"),
     ("gpu.products[]", "string"),
@@ -286,6 +287,7 @@ FULL_SPEC: dict[str, Any] = {
         "enableChunkedContext": True,
         "streaming": True,
         "cacheClaimName": "engine-cache",
+        "calibrationDataset": "calibration/cnn_dailymail",
     },
     "gpu": {
         "products": ["NVIDIA-H100-80GB-HBM3"],

@@ -353,3 +353,25 @@ def test_multi_node_service_exposes_only_what_the_leader_declares() -> None:
     declared = {p["name"] for p in leader["ports"]}
     service = serving.build_service(OWNER, spec, leader_only=True)
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= declared
+
+
+def test_quantize_reads_a_calibration_dataset_from_the_volume() -> None:
+    """TensorRT-LLM v1.0.0 examples/quantization/quantize.py: --calib_dataset is "The huggingface
+    dataset name or the local directory of the dataset for calibration", default cnn_dailymail,
+    fetched at run time: an air-gapped cluster must be able to point at a folder on the PVC."""
+    base = {
+        "engine": {"runtime": "tensorrt-llm", "precision": "fp8"},
+        "gpu": {"products": ["NVIDIA-H100-80GB-HBM3"]},
+    }
+    plain = _spec("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", **base)
+    offline = _spec(
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        **{**base, "engine": {**base["engine"], "calibrationDataset": "calibration/cnn/"}},
+    )
+    plan = _plan(plain)
+    assert "--calib_dataset" not in serving.engine_build_script(plain, plan, serving.layout(plain, plan))
+    script = serving.engine_build_script(offline, plan, serving.layout(offline, plan))
+    assert "--qformat fp8 --kv_cache_dtype fp8 --calib_dataset /models/calibration/cnn " in script
+    # A different calibration is a different engine and a different revision.
+    assert serving.engine_cache_key(offline, plan) != serving.engine_cache_key(plain, plan)
+    assert serving.revision_hash(offline, plan) != serving.revision_hash(plain, plan)

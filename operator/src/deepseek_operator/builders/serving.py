@@ -87,6 +87,8 @@ def engine_cache_key(spec: DeploymentSpec, plan: Plan) -> str:
             "maxOutput": spec.engine.max_output_tokens,
             "gpu": plan.gpu_product or "any",
             "image": spec.engine.image,
+            # Added later: present only when set, so that existing cache keys stay as they were.
+            **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
         },
         length=16,
     )
@@ -131,6 +133,8 @@ def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
             "gpu": spec.gpu,
             "nccl": spec.nccl,
             "plan": plan_identity(plan),
+            # Added later: present only when set, so that existing revisions stay as they were.
+            **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
         }
     )
 
@@ -590,10 +594,15 @@ def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
     work = f"{out}.partial-$HOSTNAME"
     if plan.precision in _QFORMAT:
         quantize = profile_for(spec.engine.image).profile.quantize_script
-        kv = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
+        extra = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
+        if spec.calibration_dataset:
+            # A folder on the model volume: quantize.py reads --calib_dataset as "the huggingface
+            # dataset name or the local directory of the dataset", so nothing is downloaded.
+            extra += f" --calib_dataset {shlex.quote(f'{lay.cache_root}/{spec.calibration_dataset}')}"
         convert = (
             f'python3 "$TRTLLM_EXAMPLES/{quantize}" --model_dir {ckpt} --dtype bfloat16 '
-            f"--qformat {_QFORMAT[plan.precision]}{kv} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
+            f"--qformat {_QFORMAT[plan.precision]}{extra} --tp_size {tp} --pp_size {pp} "
+            f"--output_dir {work}/ckpt"
         )
     else:
         convert = (
