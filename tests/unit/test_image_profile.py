@@ -375,3 +375,22 @@ def test_quantize_reads_a_calibration_dataset_from_the_volume() -> None:
     # A different calibration is a different engine and a different revision.
     assert serving.engine_cache_key(offline, plan) != serving.engine_cache_key(plain, plan)
     assert serving.revision_hash(offline, plan) != serving.revision_hash(plain, plan)
+
+
+def test_an_image_without_a_profile_deploys_and_the_placed_condition_says_so() -> None:
+    """Build item 1 of issue 10: an image tag without a profile still deploys, with the nearest
+    older profile, and a condition saying it was not verified against that tag."""
+    from tests.support.world import World, sample  # noqa: PLC0415
+
+    body = sample()
+    body["spec"]["engine"]["image"] = "nvcr.io/nvidia/tritonserver:26.02-trtllm-python-py3"
+    w = World(body)
+    w.converge()
+    placed = {c["type"]: c for c in w.body["status"]["conditions"]}["Placed"]
+    assert placed["status"] == "True"
+    assert "26.02" in placed["message"] and "25.10" in placed["message"]
+    assert "not verified" in placed["message"]
+    ready = World(sample())
+    ready.converge()
+    placed = {c["type"]: c for c in ready.body["status"]["conditions"]}["Placed"]
+    assert "not verified" not in placed["message"]

@@ -18,6 +18,7 @@ from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.builders import model_repository as repo
 from deepseek_operator.builders import multinode, serving
 from deepseek_operator.errors import OperatorError
+from deepseek_operator.images import profile_for
 from deepseek_operator.planning import catalog
 from deepseek_operator.planning.placement import Refusal, plan_placement
 from deepseek_operator.planning.types import NodeInfo, Plan
@@ -144,14 +145,16 @@ def records_of(children: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict[st
     return out
 
 
-def plan_message(plan: Plan) -> str:
-    """The Placed condition's message for a plan."""
+def plan_message(plan: Plan, image: str = "") -> str:
+    """The Placed condition's message for a plan; for an ``image`` without its own profile it says
+    which profile was used and that it was not verified against that tag."""
     gpu = plan.gpu_product or "any GPU"
     parallel = f"TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}"
+    note = profile_for(image).note if image else ""
     return (
         f"{plan.gpus_per_replica} x {gpu} per replica ({parallel}), "
         f"{plan.precision}, {plan.runtime} runtime, ~{plan.estimated_gpu_memory_gib} GiB per GPU, "
-        f"max batch {plan.max_batch_size}"
+        f"max batch {plan.max_batch_size}" + (f"; {note}" if note else "")
     )
 
 

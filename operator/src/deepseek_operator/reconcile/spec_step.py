@@ -218,7 +218,7 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
     if revision not in (revs.stable, revs.canary) and not step.blocked:
         w.events.append(("Normal", "Applied", f"revision {revision}: {rv.plan_message(plan)}"))
     out.revisions, out.records, out.blocked = new, records, step.blocked
-    out.placed_message = rv.plan_message(plan)
+    out.placed_message = rv.plan_message(plan, spec.engine.image)
     _, stable_plan = rv.load_revision(body, new.stable, records)
     out.status = {
         "observedGeneration": meta.get("generation"),
