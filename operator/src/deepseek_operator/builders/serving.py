@@ -118,6 +118,8 @@ def plan_identity(plan: Plan) -> dict[str, Any]:
         "fabric": plan.fabric,
         "ncclEnv": [list(kv) for kv in plan.nccl_env],
         "extraResources": [list(kv) for kv in plan.extra_resources],
+        # Added later: present only when used, so that existing revisions stay as they were.
+        **({"expertParallel": plan.expert_parallel} if plan.expert_parallel > 1 else {}),
     }
 
 

@@ -68,6 +68,7 @@ class ImageProfile:
     llmapi_repository: str
     examples_dir: str
     launch_script: str
+    mpi_prefix: str  # OpenMPI's installation folder (mpirun --prefix: where remote ranks find orted)
     quantize_script: str
     repository_models: dict[str, tuple[str, ...]]  # runtime -> model folders to copy
     required_parameters: dict[str, tuple[str, ...]]  # model -> parameters read without a default
@@ -166,6 +167,7 @@ def parse_profile(text: str, where: str) -> ImageProfile:
         llmapi_repository=str(fact("paths", "llmapi_repository")),
         examples_dir=str(fact("paths", "examples")),
         launch_script=str(fact("paths", "launch_script")),
+        mpi_prefix=str(fact("paths", "mpi_prefix")),
         quantize_script=str(top("quantize_script")),
         repository_models={k: tuple(fact("repository_models", k)) for k in models},
         required_parameters={k: tuple(fact("required_parameters", k)) for k in params},

@@ -7,7 +7,7 @@ nothing fits. Nothing here reads the cluster or a clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deepseek_operator.api.constants import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from deepseek_operator.api.spec import DeploymentSpec
@@ -15,7 +15,7 @@ from deepseek_operator.errors import SpecError
 from deepseek_operator.images import ArchSupport, ImageProfile, profile_for
 from deepseek_operator.planning import catalog, nccl, support
 from deepseek_operator.planning import gpus as gpu_types
-from deepseek_operator.planning.sizing import size_options
+from deepseek_operator.planning.sizing import derive_max_batch, estimate_memory, size_options
 from deepseek_operator.planning.types import GPUType, ModelArch, NodeInfo, Plan, SizingOption, SizingRequest
 
 DEFAULT_GPUS_PER_NODE = 8
@@ -161,6 +161,7 @@ def plan_placement(
         assert chosen.option is not None
         return _plan(
             spec,
+            arch,
             path,
             chosen,
             [
@@ -237,10 +238,44 @@ def _refusal(
     )
 
 
-def _plan(spec: DeploymentSpec, path: _Path, chosen: Candidate, same_shape: list[Candidate]) -> Plan:
-    o = chosen.option
-    assert o is not None
+def expert_parallel_layout(
+    spec: DeploymentSpec, arch: ModelArch, option: SizingOption, runtime: str
+) -> SizingOption:
+    """The layout TensorRT-LLM's DeepSeek-V3 recipe runs a multi-node MoE replica with: tensor
+    parallelism over every GPU of the replica with as many expert-parallel ranks, no pipeline
+    (examples/models/core/deepseek_v3/README.md, multi-node: ``mpirun -H host1:8,host2:8 -n 16
+    ... --tp 16 --ep 16``), instead of sizing's TP-in-a-node x PP-across-nodes. The batch is sized
+    again for it (the MLA latent cache is whole on every rank); when not even the spec's batch
+    fits that way, sizing's option stays."""
+    if runtime != "pytorch" or option.nodes_per_replica < 2 or arch.experts == 0:
+        return option
+    world = option.gpus_per_replica
+    if arch.attention_heads % world:
+        return option
+    e = spec.engine
+    capacity = derive_max_batch(
+        arch,
+        option.gpu,
+        option.precision,
+        world,
+        1,
+        e.max_input_tokens,
+        e.max_output_tokens,
+        e.kv_cache_memory_fraction,
+    )
+    batch = e.max_batch_size or capacity
+    if capacity < 1 or batch > capacity:
+        return option
+    memory = estimate_memory(arch, option.precision, world, 1, batch, e.max_input_tokens, e.max_output_tokens)
+    return replace(option, tensor_parallel=world, pipeline_parallel=1, max_batch_size=batch, memory=memory)
+
+
+def _plan(
+    spec: DeploymentSpec, arch: ModelArch, path: _Path, chosen: Candidate, same_shape: list[Candidate]
+) -> Plan:
+    assert chosen.option is not None
     runtime = path.runtime
+    o = expert_parallel_layout(spec, arch, chosen.option, runtime)
     fabric = spec.nccl.fabric
     if fabric == "auto":
         fabric = nccl.detect_fabric(list(chosen.nodes), o.nodes_per_replica)
@@ -267,6 +302,7 @@ def _plan(spec: DeploymentSpec, path: _Path, chosen: Candidate, same_shape: list
         weights_gib=round(m.weights_gib, 1),
         estimated_gpu_memory_gib=round(m.per_gpu_gib, 1),
         max_batch_size=o.max_batch_size,
+        expert_parallel=o.tensor_parallel if o is not chosen.option else 1,
         fabric=profile.fabric,
         nccl_env=profile.env,
         gpu_products=products,

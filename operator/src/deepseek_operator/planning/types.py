@@ -168,6 +168,9 @@ class Plan:
     max_batch_size: int
     fabric: str
     nccl_env: tuple[tuple[str, str], ...] = ()
+    # Expert-parallel ranks (MoE on the PyTorch path across nodes: TP x EP over the whole replica,
+    # as TensorRT-LLM's DeepSeek-V3 recipe runs it); 1: none.
+    expert_parallel: int = 1
     gpu_products: tuple[str, ...] = ()  # products allowed in required node affinity, preferred first
     extra_resources: tuple[tuple[str, str], ...] = ()  # e.g. EFA interfaces for multi-node replicas
     memory_breakdown: tuple[tuple[str, float], ...] = ()  # GiB per replica: weights, kvCache, ...
