@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from deepseek_operator.api import names
 from deepseek_operator.api.spec import DeploymentSpec, parse_spec
 from deepseek_operator.builders import mpi_agent, multinode
 from deepseek_operator.planning import catalog
@@ -202,3 +203,19 @@ def test_agent_refuses_peers_other_than_the_groups_leader(tmp_path: Path) -> Non
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_statefulset_controller_revisions_are_not_revision_records() -> None:
+    """Seen with the real LeaderWorkerSet controller: its StatefulSets keep ControllerRevisions named
+    <statefulset>-<hash> that carry the pod template's labels, the operator's included. Taken for
+    revision records, they broke every pass ("has no plan"); only the operator's own count."""
+    from deepseek_operator.reconcile import revision as rv  # noqa: PLC0415
+
+    labels = {names.DEPLOYMENT_LABEL: "r1", names.REVISION_LABEL: "abc123"}
+    ours = {"metadata": {"name": names.controller_revision_name("r1", "abc123"), "labels": labels}}
+    theirs = {"metadata": {"name": "r1-abc123-0-78bcf6ccb8", "labels": labels}, "data": {}}
+    children = {
+        ("ControllerRevision", ours["metadata"]["name"]): ours,
+        ("ControllerRevision", theirs["metadata"]["name"]): theirs,
+    }
+    assert rv.records_of(children) == {"abc123": ours}

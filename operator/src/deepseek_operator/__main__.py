@@ -69,6 +69,7 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
     cluster = SimCluster(
         gpus=args.gpus,
         cpu_nodes=args.cpu_nodes,
+        with_components=tuple(args.with_components or ()),
         progress=lambda m: print(f"[sim] {m}", file=sys.stderr, flush=True),
     )
     try:
@@ -258,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--cpu-nodes", type=int, default=0, help="plain untainted nodes to add (default: 0)")
     up.add_argument("--name", default="default", help="name of this cluster, for 'sim down --name'")
+    up.add_argument(
+        "--with",
+        dest="with_components",
+        action="append",
+        choices=["lws"],
+        help="also run an optional component (repeatable): lws = the real LeaderWorkerSet controller "
+        "(built by 'make tools')",
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_sim_up)
     down = sim_sub.add_parser("down", help="stop the cluster 'sim up' started")

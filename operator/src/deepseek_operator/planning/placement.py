@@ -192,8 +192,8 @@ def _too_old(spec: DeploymentSpec, arch: ModelArch, candidates: list[Candidate],
     return Refusal(
         "UnsupportedGPU",
         f"{arch.id} needs {s.generation} on the {path.runtime} path of {path.profile.label}; allowed "
-        f"products are {allowed}: add a {s.gpus.split(',')[0].strip() or 'newer GPU'} or newer to "
-        f"spec.gpu.products, or pick a model these GPUs can run (e.g. a DeepSeek-R1 distill). "
+        f"products are {allowed}: add one of {s.gpus or 'a newer GPU'} to spec.gpu.products, or pick a "
+        "model these GPUs can run (e.g. a DeepSeek-R1 distill). "
         f"Source: {s.source}",
     )
 

@@ -136,11 +136,15 @@ def spec_revision(body: Mapping[str, Any], records: Records) -> str:
 def records_of(children: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """The ControllerRevisions among ``children``, by the revision they record."""
     out: dict[str, Mapping[str, Any]] = {}
-    for (kind, _), obj in children.items():
+    for (kind, name), obj in children.items():
         if kind != rec.KIND:
             continue
-        revision = ((obj.get("metadata") or {}).get("labels") or {}).get(names.REVISION_LABEL)
-        if revision:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        revision, owner = labels.get(names.REVISION_LABEL), labels.get(names.DEPLOYMENT_LABEL)
+        # Only the operator's own records: the StatefulSets a LeaderWorkerSet controller makes keep
+        # ControllerRevisions of their own, named <statefulset>-<hash>, with the pod template's labels
+        # (ours included). Seen with the real LWS controller (v0.9.0) in the simulated cluster.
+        if revision and owner and name == names.controller_revision_name(str(owner), str(revision)):
             out[str(revision)] = obj
     return out
 

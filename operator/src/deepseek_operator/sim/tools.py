@@ -17,6 +17,7 @@ _PROGRAMS: dict[str, tuple[str, str]] = {
     "etcd": ("ETCD_VERSION", "etcd"),
     "kwok": ("KWOK_VERSION", "kwok"),
     "helm": ("HELM_VERSION", "helm"),
+    "lws-controller": ("LWS_VERSION", "lws"),
 }
 
 
