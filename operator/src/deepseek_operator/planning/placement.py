@@ -84,7 +84,7 @@ def _fits_on_nodes(option: SizingOption, nodes: tuple[NodeInfo, ...]) -> bool:
 
 
 @dataclass(frozen=True)
-class _Path:
+class RuntimePath:
     """The runtime path a spec takes in its image, and what that path can load."""
 
     runtime: str
@@ -94,7 +94,7 @@ class _Path:
 
 
 def _candidate(
-    arch: ModelArch, spec: DeploymentSpec, product: str, nodes: list[NodeInfo], path: _Path
+    arch: ModelArch, spec: DeploymentSpec, product: str, nodes: list[NodeInfo], path: RuntimePath
 ) -> Candidate:
     mine = tuple(n for n in nodes if n.gpu_product == product and _usable(n, spec))
     first = mine[0] if mine else None
@@ -175,17 +175,19 @@ def plan_placement(
     return _refusal(spec, arch, candidates, nodes)
 
 
-def runtime_path(spec: DeploymentSpec, arch: ModelArch) -> _Path:
+def runtime_path(spec: DeploymentSpec, arch: ModelArch) -> RuntimePath:
     """The runtime path ``spec`` takes in its image's profile and what it can load there; raises
     :class:`SpecError` (naming the field) when the image cannot load the model that way."""
     profile = profile_for(spec.engine.image).profile
     runtime = support.choose_runtime(spec, arch, profile)
     arch_support = profile.support(runtime, arch.hf_architecture) if arch.hf_architecture else None
     precisions = support.allowed_precisions(arch, arch_support, spec.engine.precision, runtime, profile)
-    return _Path(runtime, profile, arch_support, precisions)
+    return RuntimePath(runtime, profile, arch_support, precisions)
 
 
-def _too_old(spec: DeploymentSpec, arch: ModelArch, candidates: list[Candidate], path: _Path) -> Refusal:
+def _too_old(
+    spec: DeploymentSpec, arch: ModelArch, candidates: list[Candidate], path: RuntimePath
+) -> Refusal:
     s = path.support
     assert s is not None
     allowed = ", ".join(f"{c.gpu.product} ({c.gpu.family})" for c in candidates)
@@ -267,11 +269,19 @@ def expert_parallel_layout(
     if capacity < 1 or batch > capacity:
         return option
     memory = estimate_memory(arch, option.precision, world, 1, batch, e.max_input_tokens, e.max_output_tokens)
-    return replace(option, tensor_parallel=world, pipeline_parallel=1, max_batch_size=batch, memory=memory)
+    seq = e.max_input_tokens + e.max_output_tokens
+    reason = (
+        f"fits: {memory.per_gpu_gib:.1f} GiB per GPU of {option.gpu.memory_gib:.1f} GiB on "
+        f"{option.gpu.product} as TP {world} x EP {world} over {option.nodes_per_replica} nodes "
+        f"(TensorRT-LLM's multi-node DeepSeek recipe) for {batch} sequences of {seq} tokens"
+    )
+    return replace(
+        option, tensor_parallel=world, pipeline_parallel=1, max_batch_size=batch, memory=memory, reason=reason
+    )
 
 
 def _plan(
-    spec: DeploymentSpec, arch: ModelArch, path: _Path, chosen: Candidate, same_shape: list[Candidate]
+    spec: DeploymentSpec, arch: ModelArch, path: RuntimePath, chosen: Candidate, same_shape: list[Candidate]
 ) -> Plan:
     assert chosen.option is not None
     runtime = path.runtime
