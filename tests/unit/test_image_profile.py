@@ -230,8 +230,9 @@ def test_deepseek_v2_converter_is_the_contrib_one() -> None:
 
 
 def test_v2_lite_takes_the_engine_path_on_25_10() -> None:
-    """TensorRT-LLM v1.0.0 docs/source/models/supported-models.md has no DeepseekV2ForCausalLM on the
-    PyTorch backend; examples/models/contrib/deepseek_v2 builds it as an engine (BF16 only)."""
+    """TensorRT-LLM 1.0.0's docs/source/models/supported-models.md has no DeepseekV2ForCausalLM on
+    the PyTorch backend (issue 10; the profile records it); examples/models/contrib/deepseek_v2
+    builds it as an engine (BF16 only)."""
     plan = _plan(_spec("deepseek-ai/DeepSeek-V2-Lite-Chat"))
     assert (plan.runtime, plan.precision) == ("tensorrt-llm", "bf16")
 
