@@ -9,7 +9,9 @@ operator's own (builders/mpi_agent.py), run here for real on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -219,3 +221,45 @@ def test_statefulset_controller_revisions_are_not_revision_records() -> None:
         ("ControllerRevision", theirs["metadata"]["name"]): theirs,
     }
     assert rv.records_of(children) == {"abc123": ours}
+
+
+def test_the_leader_script_runs_through_to_mpirun(tmp_path: Path) -> None:
+    """The leader's own script, run with bash: it installs and starts the agent, waits for the
+    group (here a group of one, on loopback), writes the LLM-API options and execs mpirun (a stand-in
+    that records its arguments) with the hosts and every -x variable."""
+    spec, plan = _r1(fabric="ethernet")
+    leader, _ = _pods(spec, plan)
+    script = _script(leader)
+    agent_path, options_path = tmp_path / "agent", tmp_path / "options.yaml"
+    script = script.replace(mpi_agent.AGENT_PATH, str(agent_path)).replace(
+        multinode.EXTRA_OPTIONS_PATH, str(options_path)
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mpirun").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "argv"}\n')
+    (bin_dir / "mpirun").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LWS_LEADER_ADDRESS": "localhost",
+        "LWS_GROUP_SIZE": "1",
+        "DSO_MPI_AGENT_PORT": str(_free_port()),
+        "DSO_MPI_WAIT_SECONDS": "20",
+    }
+    out = tmp_path / "out"
+    # Its own session, so that the agent it leaves running in the background is stopped with it.
+    with out.open("w") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    assert code == 0, out.read_text()
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[argv.index("-H") + 1] == "localhost:8"
+    assert argv[argv.index("-np") + 1] == "16"
+    assert "trtllm-llmapi-launch" in argv and "--ep_size" in argv
+    assert "enable_attention_dp: true" in options_path.read_text()
+    assert "localhost is up" in out.read_text()
