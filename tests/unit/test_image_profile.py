@@ -323,12 +323,17 @@ def _r1_two_nodes() -> tuple[DeploymentSpec, Plan]:
 
 
 def test_multi_node_leader_passes_max_num_tokens() -> None:
+    """examples/models/core/deepseek_v3/README.md passes --max_num_tokens to trtllm-serve; without it
+    the LLM API's default (8192) would cut a longer prompt the spec allows."""
     spec, plan = _r1_two_nodes()
     command = " ".join(multinode.leader_command(spec, plan))
     assert f"--max_num_tokens {max(8192, spec.engine.max_input_tokens)}" in command
 
 
 def test_host_memory_holds_the_nodes_share_of_the_weights() -> None:
+    """examples/models/core/deepseek_v3/README.md: about 671 GB of FP8 weights; the ranks of a node
+    read their share through the page cache, which counts against the pod's memory limit (16 GiB
+    per GPU gave 8 ranks 128 GiB for a 321 GB share)."""
     spec, plan = _r1_two_nodes()
     lws = multinode.build_leader_worker_set(OWNER, spec, plan, None)
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
@@ -337,6 +342,8 @@ def test_host_memory_holds_the_nodes_share_of_the_weights() -> None:
 
 
 def test_build_job_memory_holds_a_70b_checkpoint() -> None:
+    """examples/models/contrib/deepseek_v2/README.md: converting on the CPU took ">= 770GB" for 472 GB
+    of BF16 weights; the converters hold the checkpoint whole, so 64 Gi cannot convert 70B."""
     spec = _spec(
         "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
         engine={"runtime": "tensorrt-llm", "precision": "bf16"},
@@ -344,10 +351,12 @@ def test_build_job_memory_holds_a_70b_checkpoint() -> None:
     )
     job = serving.build_engine_job(OWNER, spec, _plan(spec))
     gib = int(job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"][:-2])
-    assert gib > 70.6e9 * 2 / 2**30  # the BF16 checkpoint, whole
+    assert gib >= 1.6 * 70.6e9 * 2 / 2**30  # the BF16 checkpoint, whole, with the room V2's README saw
 
 
 def test_multi_node_service_exposes_only_what_the_leader_declares() -> None:
+    """A multi-node leader runs trtllm-serve (examples/models/core/deepseek_v3/README.md: one
+    --port, the OpenAI-compatible API): no grpc or Triton metrics port to point a Service at."""
     spec, plan = _r1_two_nodes()
     lws = multinode.build_leader_worker_set(OWNER, spec, plan, None)
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
