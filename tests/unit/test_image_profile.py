@@ -238,6 +238,9 @@ def test_v2_lite_takes_the_engine_path_on_25_10() -> None:
 
 
 def test_v2_lite_on_the_pytorch_path_is_refused_with_the_image_version() -> None:
+    """The sample sent V2-Lite to the PyTorch path, whose TensorRT-LLM 1.0.0 (Triton's compatibility
+    matrix, 25.10) lacks DeepseekV2ForCausalLM: refused naming the image's TensorRT-LLM and the path
+    that works."""
     refusal = _place(_spec("deepseek-ai/DeepSeek-V2-Lite-Chat", engine={"runtime": "pytorch"}))
     assert isinstance(refusal, Refusal) and refusal.reason == "UnsupportedModel"
     assert "spec.engine.runtime" in refusal.message and "TensorRT-LLM 1.0.0" in refusal.message
@@ -245,6 +248,8 @@ def test_v2_lite_on_the_pytorch_path_is_refused_with_the_image_version() -> None
 
 
 def test_v3_2_is_refused_on_25_10_with_what_it_needs() -> None:
+    """DeepseekV32ForCausalLM came to TensorRT-LLM after 1.0 (DOMAIN.md; supported-models.md lists it
+    only in later versions) and has no converter in examples/: neither path of 25.10 loads it."""
     refusal = _place(_spec("deepseek-ai/DeepSeek-V3.2", gpu={"products": ["NVIDIA-H200"]}))
     assert isinstance(refusal, Refusal) and refusal.reason == "UnsupportedModel"
     assert "DeepseekV32ForCausalLM" in refusal.message and "newer than 25.10" in refusal.message
