@@ -3,6 +3,7 @@
 #   kube-apiserver kube-controller-manager kube-scheduler kubectl  (k8s.io/kubernetes)
 #   etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3),
 #   kubeconform (github.com/yannh/kubeconform)
+#   lws-controller (sigs.k8s.io/lws: the LeaderWorkerSet controller, with its CRDs and webhooks)
 # into a cache outside the repository keyed by version:
 #   ${DSO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-operator}/tools/<name>-<version>/
 # A program already in the cache is never rebuilt; a second run returns in seconds.
@@ -123,5 +124,24 @@ install_tool() {  # install_tool NAME VERSION PACKAGE
 install_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 install_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
+
+# --- LeaderWorkerSet controller: built from the module's own folder (go install is refused, see
+# tools.versions); its CRDs and webhook manifests are kept beside the binary for the simulated cluster.
+lws_dir="$tools_dir/lws-$LWS_VERSION"
+if want lws-controller && [ ! -x "$lws_dir/lws-controller" ]; then
+  log "building lws-controller $LWS_VERSION (cold: a few minutes on 2 cores)"
+  work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+  run "download sigs.k8s.io/lws@$LWS_VERSION" go mod download -json "sigs.k8s.io/lws@$LWS_VERSION" > "$work/lws.json"
+  src=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Dir"])' "$work/lws.json")
+  cp -r "$src" "$work/lws"; chmod -R u+w "$work/lws"
+  cd "$work/lws"
+  run lws-controller go build -ldflags "-s -w" -o "$work/out/lws-controller" ./cmd
+  mkdir -p "$lws_dir.partial/config"
+  cp -r config/crd/bases "$lws_dir.partial/config/crd"
+  cp -r config/webhook "$lws_dir.partial/config/webhook"
+  mv "$work/out/lws-controller" "$lws_dir.partial/lws-controller"
+  rm -rf "$lws_dir"; mv "$lws_dir.partial" "$lws_dir"
+  cd - >/dev/null; rm -rf "$work"; trap - EXIT
+fi
 
 log "tools ready in $tools_dir"

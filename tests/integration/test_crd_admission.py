@@ -37,7 +37,11 @@ BASE: dict[str, Any] = {
 FULL: dict[str, Any] = {
     "model": {
         "id": "acme/Custom-MoE-16B",
-        "source": {"uri": "hf://acme/Custom-MoE-16B", "credentialsSecret": "hf-token"},
+        "source": {
+            "uri": "hf://acme/Custom-MoE-16B",
+            "credentialsSecret": "hf-token",
+            "packageIndex": "https://pypi.internal.example/simple",
+        },
         "revision": "v1.2",
         "parameters": "15.7B",
         "architecture": {
@@ -68,6 +72,7 @@ FULL: dict[str, Any] = {
         "enableChunkedContext": True,
         "streaming": True,
         "cacheClaimName": "engine-cache",
+        "calibrationDataset": "calibration/cnn_dailymail",
     },
     "gpu": {
         "products": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"],
@@ -295,6 +300,18 @@ REFUSED = [
         "spec.engine.cacheClaimName",
         hint="DNS-1123",
         id="cache-claim-dns",
+    ),
+    _case(
+        {"engine": {"calibrationDataset": "calib/../../etc"}},
+        "spec.engine.calibrationDataset",
+        "'..'",
+        id="calibration-dotdot",
+    ),
+    _case(
+        {"model": {"source": {"pvc": _DROP, "uri": "s3://b/p", "packageIndex": "pypi.internal"}}},
+        "spec.model.source.packageIndex",
+        "https://",
+        id="package-index-url",
     ),
     # ---- gpu
     _case({"gpu": {"tensorParallel": 3}}, "spec.gpu.tensorParallel", TP_RULE, id="tp-3"),

@@ -106,10 +106,10 @@ def test_model_too_large_for_every_allowed_gpu_says_so(kube_api: Any, namespace:
         what="phase Pending",
     )
     placed = _condition(status, "Placed")
-    assert placed["status"] == "False"
-    assert "spec.engine.precision" in placed["message"] or "does not fit" in placed["message"], placed[
-        "message"
-    ]
+    # TensorRT-LLM's DeepSeek-V3 README: Hopper and Blackwell only, "Ampere ... is not supported".
+    assert placed["status"] == "False" and placed["reason"] == "UnsupportedGPU", placed
+    assert "Hopper or newer" in placed["message"] and "NVIDIA-A100-SXM4-80GB" in placed["message"]
+    assert "spec.gpu.products" in placed["message"]
     assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items == []
 
 
@@ -126,10 +126,11 @@ def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
         lambda: (s := _status(kube_api, namespace, "r1-h100")).get("placement") and s, what="a placement"
     )
     p = status["placement"]
+    # TP x EP over both nodes, as TensorRT-LLM's DeepSeek-V3 recipe runs two nodes (--tp 16 --ep 16).
     assert (p["gpusPerReplica"], p["tensorParallel"], p["pipelineParallel"], p["nodesPerReplica"]) == (
         16,
-        8,
-        2,
+        16,
+        1,
         2,
     )
     lws_name = names.workload_name("r1-h100", status["revisions"]["stable"])

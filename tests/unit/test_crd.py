@@ -171,6 +171,7 @@ PARSED_FIELDS = [
     ("model.source.pvc.path", "string"),
     ("model.source.uri", "string"),
     ("model.source.credentialsSecret", "string"),
+    ("model.source.packageIndex", "string"),
     ("model.revision", "string"),
     ("model.parameters", "int-or-string"),
     ("model.architecture", "object"),
@@ -199,6 +200,7 @@ PARSED_FIELDS = [
     ("engine.enableChunkedContext", "boolean"),
     ("engine.streaming", "boolean"),
     ("engine.cacheClaimName", "string"),
+    ("engine.calibrationDataset", "string"),
     ("gpu", "object"),
     ("gpu.products", "array"),
     ("gpu.products[]", "string"),
@@ -250,7 +252,11 @@ def test_every_field_parse_spec_reads_is_in_the_schema(path: str, json_type: str
 FULL_SPEC: dict[str, Any] = {
     "model": {
         "id": "acme/Custom-MoE-16B",
-        "source": {"pvc": {"claimName": "models", "path": "acme/moe"}, "credentialsSecret": "creds"},
+        "source": {
+            "pvc": {"claimName": "models", "path": "acme/moe"},
+            "credentialsSecret": "creds",
+            "packageIndex": "https://pypi.internal.example/simple",
+        },
         "revision": "v2",
         "parameters": "15.7B",
         "architecture": {
@@ -281,6 +287,7 @@ FULL_SPEC: dict[str, Any] = {
         "enableChunkedContext": True,
         "streaming": True,
         "cacheClaimName": "engine-cache",
+        "calibrationDataset": "calibration/cnn_dailymail",
     },
     "gpu": {
         "products": ["NVIDIA-H100-80GB-HBM3"],

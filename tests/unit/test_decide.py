@@ -106,7 +106,7 @@ def test_pdb_selects_the_stable_revision_only() -> None:
 
 
 def test_pytorch_path_has_no_build_job() -> None:
-    w = World(sample("deepseek-v2-lite"))
+    w = World(sample("deepseek-r1-h200"))
     first = w.decide()
     assert "Job" not in [k for k, _ in kinds(first)]
 

@@ -8,10 +8,18 @@ import pytest
 
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.builders import serving
+from deepseek_operator.errors import SpecError
 from deepseek_operator.planning import catalog
 from deepseek_operator.planning import gpus as gpu_types
 from deepseek_operator.planning.inventory import build_inventory, gpus_requested_by_pod, node_info
-from deepseek_operator.planning.placement import Refusal, catalog_nodes, plan_placement, sizing_request
+from deepseek_operator.planning.placement import (
+    Refusal,
+    catalog_nodes,
+    expert_parallel_layout,
+    plan_placement,
+    runtime_path,
+    sizing_request,
+)
 from deepseek_operator.planning.sizing import size_options
 from deepseek_operator.planning.types import NodeInfo, Plan
 from deepseek_operator.sim.gpus import node_manifests, parse_gpu_spec
@@ -142,7 +150,11 @@ def test_no_capacity_is_refused_with_free_gpus_per_node() -> None:
 
 def test_too_large_for_every_gpu_names_the_best_gpu() -> None:
     refusal = _place(
-        _spec("deepseek-ai/DeepSeek-R1", engine={"precision": "bf16"}, gpu={"products": ["NVIDIA-L40S"]}),
+        _spec(
+            "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+            engine={"precision": "bf16"},
+            gpu={"products": ["NVIDIA-L40S"], "tensorParallel": 1},
+        ),
         _cluster("l40s:1x4"),
     )
     assert isinstance(refusal, Refusal)
@@ -159,12 +171,12 @@ def test_r1_fp8_on_h100_spans_two_nodes_and_on_h200_one() -> None:
         _cluster("h100:2x8"),
     )
     assert isinstance(h100, Plan)
-    assert (h100.gpus_per_replica, h100.tensor_parallel, h100.pipeline_parallel, h100.nodes_per_replica) == (
-        16,
-        8,
-        2,
-        2,
-    )
+    # TensorRT-LLM's DeepSeek-V3 recipe across two nodes (examples/models/core/deepseek_v3/README.md,
+    # multi-node: -n 16 ... --tp 16 --ep 16): TP and EP over all 16 GPUs, no pipeline.
+    got = (h100.gpus_per_replica, h100.tensor_parallel, h100.pipeline_parallel, h100.nodes_per_replica)
+    assert got == (16, 16, 1, 2)
+    assert h100.expert_parallel == 16 and h100.max_batch_size > 0
+    assert h100.estimated_gpu_memory_gib <= 80
     h200 = _place(
         _spec("deepseek-ai/DeepSeek-R1", engine={"precision": "fp8"}, gpu={"products": ["NVIDIA-H200"]}),
         _cluster("h200:1x8"),
@@ -218,7 +230,8 @@ def test_a_running_deployment_keeps_its_product() -> None:
 
 def test_pytorch_path_may_use_every_product_that_fits_in_preference_order() -> None:
     spec = _spec(
-        "deepseek-ai/DeepSeek-V2-Lite-Chat",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        engine={"runtime": "pytorch"},
         gpu={"products": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"]},
     )
     plan = _place(spec, _cluster("h100:1x8,a100-80gb:1x8"))
@@ -259,20 +272,33 @@ SIX_GPUS = (
 @pytest.mark.parametrize("model", sorted(catalog.CATALOG))
 def test_placement_table_every_model_on_every_gpu(model: str, gpu: str) -> None:
     """On two empty 8-GPU nodes of one product, placement takes the first fitting sizing option
-    (native precision first) that two nodes can hold, and refuses with the right reason otherwise."""
+    (native precision first) among those the image's runtime path can load, that two nodes can
+    hold, and refuses with the right reason otherwise (the model or the GPU generation the image
+    cannot serve first)."""
     spec = _spec(model, gpu={"products": [gpu]})
     arch = catalog.arch_from_spec(spec.model)
-    options = size_options(arch, gpu_types.gpu_type(gpu), sizing_request(spec), gpus_per_node=8)
+    result = plan_placement(spec, arch, catalog_nodes((gpu,), nodes_per_product=2))
+    try:
+        path = runtime_path(spec, arch)
+    except SpecError:
+        assert isinstance(result, Refusal) and result.reason == "UnsupportedModel"
+        return
+    t = gpu_types.gpu_type(gpu)
+    if path.support is not None and not path.support.runs_on(t.compute_major, t.compute_minor):
+        assert isinstance(result, Refusal) and result.reason == "UnsupportedGPU", result
+        return
+    options = size_options(arch, t, sizing_request(spec, path.precisions), gpus_per_node=8)
     fitting = [o for o in options if o.fits]
     holdable = [o for o in fitting if o.nodes_per_replica <= 2]
-    result = plan_placement(spec, arch, catalog_nodes((gpu,), nodes_per_product=2))
     if holdable:
-        want = holdable[0]
+        want = expert_parallel_layout(spec, arch, holdable[0], path.runtime)
         assert isinstance(result, Plan), result
         got = (result.precision, result.tensor_parallel, result.pipeline_parallel, result.nodes_per_replica)
         assert got == (want.precision, want.tensor_parallel, want.pipeline_parallel, want.nodes_per_replica)
         assert result.gpu_product == gpu
-        assert result.tensor_parallel <= 8 and result.tensor_parallel & (result.tensor_parallel - 1) == 0
+        # TP stays in a node, except TP x EP over a multi-node MoE replica (the DeepSeek-V3 recipe)
+        assert result.tensor_parallel <= 8 or result.expert_parallel == result.tensor_parallel
+        assert result.tensor_parallel & (result.tensor_parallel - 1) == 0
         assert result.estimated_gpu_memory_gib <= gpu_types.gpu_type(gpu).memory_gib
         if fitting[0].nodes_per_replica <= 2:
             assert result.precision == fitting[0].precision  # no quantization when the native one fits

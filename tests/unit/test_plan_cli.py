@@ -17,8 +17,14 @@ def test_r1_options_follow_the_published_minimums() -> None:
     h200, h100 = rows["NVIDIA-H200"], rows["NVIDIA-H100-80GB-HBM3"]
     assert (h200["fits"], h200["precision"], h200["gpus"], h200["nodes"]) == (True, "fp8", 8, 1)
     assert (h100["fits"], h100["precision"], h100["gpus"], h100["nodes"]) == (True, "fp8", 16, 2)
-    assert h100["tensorParallel"] == 8 and h100["pipelineParallel"] == 2
-    for row in rows.values():
+    # TensorRT-LLM's two-node DeepSeek-V3 recipe (deepseek_v3/README.md: --tp 16 --ep 16)
+    assert h100["tensorParallel"] == 16 and h100["pipelineParallel"] == 1
+    assert "EP 16" in h100["reason"] and str(h100["maxBatchSize"]) in h100["reason"]
+    # The DeepSeek-V3 recipe supports Hopper and Blackwell only: the rest say so.
+    for gpu in ("NVIDIA-A100-SXM4-80GB", "NVIDIA-L40S"):
+        assert not rows[gpu]["fits"] and "Hopper or newer" in rows[gpu]["reason"]
+    assert report["runtime"] == "pytorch"
+    for row in (r for r in rows.values() if r["fits"]):
         parts = row["weightsGiB"] + row["kvCacheGiB"] + row["activationsGiB"] + row["overheadGiB"]
         assert parts / row["gpus"] <= row["perGpuGiB"] * 1.01 + 0.1
     assert "placement" not in report

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from deepseek_operator import __version__
-from deepseek_operator.errors import OperatorError
+from deepseek_operator.errors import OperatorError, SpecError
 
 
 def _err(message: str) -> None:
@@ -110,6 +110,7 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
     cluster = SimCluster(
         gpus=args.gpus,
         cpu_nodes=args.cpu_nodes,
+        with_components=tuple(args.with_components or ()),
         progress=lambda m: print(f"[sim] {m}", file=sys.stderr, flush=True),
     )
     try:
@@ -205,6 +206,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print every object the operator would create for the resources of a file, offline."""
+    from deepseek_operator import render_cli  # noqa: PLC0415
+
+    if args.filename == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(args.filename, encoding="utf-8") as f:
+                text, source = f.read(), args.filename
+        except OSError as e:
+            raise SpecError(f"-f {args.filename}: cannot read it ({e.strerror})") from e
+    sys.stdout.write(render_cli.render(text, source, gpus=args.gpus, namespace=args.namespace))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``run`` and ``sim up|down|status``."""
     parser = argparse.ArgumentParser(
@@ -263,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--output", "-o", choices=["table", "json"], default="table")
     plan.set_defaults(func=cmd_plan)
 
+    render = sub.add_parser(
+        "render",
+        help="print every object the operator would create for a resource, and its model repository "
+        "(offline, like helm template)",
+    )
+    render.add_argument("-f", "--filename", required=True, help="YAML with DeepSeekDeployments ('-': stdin)")
+    render.add_argument(
+        "--gpus",
+        help="plan on these empty GPU node pools, POOL:NODESxGPUS[,...] as for 'sim up' (e.g. h100:2x8); "
+        "default: every catalog GPU, 2 nodes of 8 each",
+    )
+    render.add_argument(
+        "--namespace",
+        "-n",
+        default="default",
+        help="namespace for resources without one",
+    )
+    render.set_defaults(func=cmd_render)
+
     demo = sub.add_parser("demo", help="the operator serving the sample models on a simulated cluster")
     demo.add_argument("--gpus", default="h100:2x8,a100-80gb:1x4,h200:1x8", help="GPU node pools (see sim up)")
     demo.add_argument("--keep", action="store_true", help="keep the cluster and operator up until Ctrl-C")
@@ -281,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--cpu-nodes", type=int, default=0, help="plain untainted nodes to add (default: 0)")
     up.add_argument("--name", default="default", help="name of this cluster, for 'sim down --name'")
+    up.add_argument(
+        "--with",
+        dest="with_components",
+        action="append",
+        choices=["lws"],
+        help="also run an optional component (repeatable): lws = the real LeaderWorkerSet controller "
+        "(built by 'make tools')",
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_sim_up)
     down = sim_sub.add_parser("down", help="stop the cluster 'sim up' started")

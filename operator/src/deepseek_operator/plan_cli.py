@@ -10,13 +10,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deepseek_operator.api.spec import parse_spec
+from deepseek_operator.api.spec import DeploymentSpec, parse_spec
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning import catalog
+from deepseek_operator.planning import catalog, support
 from deepseek_operator.planning import gpus as gpu_types
-from deepseek_operator.planning.placement import CATALOG_GPUS, Refusal, plan_placement, sizing_request
+from deepseek_operator.planning.placement import (
+    CATALOG_GPUS,
+    Refusal,
+    RuntimePath,
+    expert_parallel_layout,
+    plan_placement,
+    runtime_path,
+    sizing_request,
+)
 from deepseek_operator.planning.sizing import size_options
-from deepseek_operator.planning.types import NodeInfo
+from deepseek_operator.planning.types import ModelArch, NodeInfo
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,60 @@ def _spec(req: PlanRequest, products: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def _row(
+    spec: DeploymentSpec,
+    arch: ModelArch,
+    path: RuntimePath | None,
+    refusal: str,
+    product: str,
+    nodes: list[NodeInfo] | None,
+) -> dict[str, Any]:
+    """One product's row: the best option the image's runtime path allows on it, or why none."""
+    same = [n for n in nodes or [] if n.gpu_product == product]
+    first = same[0] if same else None
+    gpu = gpu_types.gpu_type(
+        product,
+        memory_mib=first.gpu_memory_mib if first else 0,
+        compute_major=first.compute_major if first else 0,
+        compute_minor=first.compute_minor if first else 0,
+    )
+    per_node = max((n.gpus_allocatable for n in same), default=8)
+    if path is None:
+        return {"gpu": product, "fits": False, "reason": refusal}
+    if problem := support.gpu_problem(arch, path.support, gpu, path.runtime, path.profile):
+        return {"gpu": product, "fits": False, "reason": problem}
+    try:
+        options = size_options(arch, gpu, sizing_request(spec, path.precisions), gpus_per_node=per_node)
+    except SpecError as e:  # e.g. FP8 asked of a GPU without FP8: a row that says so, not a crash
+        return {"gpu": product, "fits": False, "reason": str(e)}
+    best = next((o for o in options if o.fits), options[0] if options else None)
+    if best is None:
+        return {"gpu": product, "fits": False, "reason": "no option"}
+    if best.fits:
+        best = expert_parallel_layout(spec, arch, best, path.runtime)
+    m = best.memory
+    row: dict[str, Any] = {
+        "gpu": product,
+        "gpuMemoryGiB": round(gpu.memory_gib, 1),
+        "fits": best.fits,
+        "precision": best.precision,
+        "gpus": best.gpus_per_replica,
+        "tensorParallel": best.tensor_parallel,
+        "pipelineParallel": best.pipeline_parallel,
+        "nodes": best.nodes_per_replica,
+        "weightsGiB": round(m.weights_gib, 1),
+        "kvCacheGiB": round(m.kv_cache_gib, 1),
+        "activationsGiB": round(m.activations_gib, 1),
+        "overheadGiB": round(m.overhead_gib, 1),
+        "perGpuGiB": round(m.per_gpu_gib, 1),
+        "maxBatchSize": best.max_batch_size,
+        "reason": best.reason,
+    }
+    if nodes is not None:
+        row["freeGpus"] = {n.name: n.gpus_free for n in same}
+    return row
+
+
 def plan_report(req: PlanRequest, nodes: list[NodeInfo] | None = None) -> dict[str, Any]:
     """The options per GPU product and, against a cluster, the placement decision (a JSON-able dict)."""
     spec = parse_spec(_spec(req, req.products))
@@ -56,51 +118,17 @@ def plan_report(req: PlanRequest, nodes: list[NodeInfo] | None = None) -> dict[s
         products = req.products or tuple(sorted({n.gpu_product for n in nodes if n.gpu_product}))
     else:
         products = req.products or CATALOG_GPUS
-    rows = []
-    for product in products:
-        same = [n for n in nodes or [] if n.gpu_product == product]
-        first = same[0] if same else None
-        gpu = gpu_types.gpu_type(
-            product,
-            memory_mib=first.gpu_memory_mib if first else 0,
-            compute_major=first.compute_major if first else 0,
-            compute_minor=first.compute_minor if first else 0,
-        )
-        per_node = max((n.gpus_allocatable for n in same), default=8)
-        try:
-            options = size_options(arch, gpu, sizing_request(spec), gpus_per_node=per_node)
-        except SpecError as e:  # e.g. FP8 asked of a GPU without FP8: a row that says so, not a crash
-            rows.append({"gpu": product, "fits": False, "reason": str(e)})
-            continue
-        best = next((o for o in options if o.fits), options[0] if options else None)
-        if best is None:
-            rows.append({"gpu": product, "fits": False, "reason": "no option"})
-            continue
-        m = best.memory
-        row: dict[str, Any] = {
-            "gpu": product,
-            "gpuMemoryGiB": round(gpu.memory_gib, 1),
-            "fits": best.fits,
-            "precision": best.precision,
-            "gpus": best.gpus_per_replica,
-            "tensorParallel": best.tensor_parallel,
-            "pipelineParallel": best.pipeline_parallel,
-            "nodes": best.nodes_per_replica,
-            "weightsGiB": round(m.weights_gib, 1),
-            "kvCacheGiB": round(m.kv_cache_gib, 1),
-            "activationsGiB": round(m.activations_gib, 1),
-            "overheadGiB": round(m.overhead_gib, 1),
-            "perGpuGiB": round(m.per_gpu_gib, 1),
-            "maxBatchSize": best.max_batch_size,
-            "reason": best.reason,
-        }
-        if nodes is not None:
-            row["freeGpus"] = {n.name: n.gpus_free for n in same}
-        rows.append(row)
+    try:
+        path: RuntimePath | None = runtime_path(spec, arch)
+        refusal = ""
+    except SpecError as e:  # the image cannot load the model at all: every row says why
+        path, refusal = None, str(e)
+    rows = [_row(spec, arch, path, refusal, product, nodes) for product in products]
     report: dict[str, Any] = {
         "model": arch.id,
         "parametersB": round(catalog.parameter_count_b(arch), 1),
         "nativePrecision": arch.native_precision,
+        "runtime": path.runtime if path else "",
         "options": rows,
     }
     if nodes is not None:
@@ -151,7 +179,8 @@ def render_table(report: dict[str, Any]) -> str:
     header = [h for h, _ in COLUMNS]
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
     lines = [
-        f"{report['model']}: {report['parametersB']}B parameters, native {report['nativePrecision']}",
+        f"{report['model']}: {report['parametersB']}B parameters, native {report['nativePrecision']}"
+        + (f", {report['runtime']} runtime" if report.get("runtime") else ""),
         "",
     ]
     lines += [

@@ -146,6 +146,13 @@ class DeploymentSpec:
     nccl: NCCLSpec = field(default_factory=NCCLSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     service_type: str = "ClusterIP"
+    # spec.model.source.packageIndex: where the s3:// / gs:// download installs its client library.
+    # Kept out of `model` so that it is not part of the rollout revision (it changes how weights
+    # are fetched, not which), and so that adding it moved no existing revision.
+    package_index: str | None = None
+    # spec.engine.calibrationDataset: a folder on the model volume for quantize.py --calib_dataset.
+    # Outside `engine` so that adding it moved no existing revision; revision_hash adds it when set.
+    calibration_dataset: str | None = None
 
 
 def parse_duration(text: str, field_path: str) -> float:
@@ -206,6 +213,29 @@ def _bool(d: dict[str, Any], key: str, path: str, default: bool) -> bool:
 def _str_map(d: dict[str, Any], key: str, path: str) -> tuple[tuple[str, str], ...]:
     value = _obj(d.get(key), f"{path}.{key}")
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _calibration(engine: dict[str, Any]) -> str | None:
+    raw = engine.get("calibrationDataset") or None
+    if raw is None:
+        return None
+    path = str(raw).strip("/")
+    if ".." in path.split("/") or not path:
+        raise SpecError(
+            f"spec.engine.calibrationDataset: {raw!r} must be a folder inside the model volume, e.g. "
+            "calibration/cnn_dailymail (no '..')"
+        )
+    return path
+
+
+def _package_index(src: dict[str, Any]) -> str | None:
+    index = src.get("packageIndex") or None
+    if index is not None and not re.match(r"^https?://.+", str(index)):
+        raise SpecError(
+            f"spec.model.source.packageIndex: {index!r} must be an http:// or https:// URL of a "
+            "PyPI-compatible index, e.g. https://pypi.internal.example/simple"
+        )
+    return str(index) if index is not None else None
 
 
 def _parse_model(raw: dict[str, Any]) -> ModelSpec:
@@ -357,6 +387,8 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     if spec.get("model") is None:
         raise SpecError("spec.model: required; give at least model.id and model.source")
     model = _parse_model(_obj(spec["model"], "spec.model"))
+    calibration = _calibration(_obj(spec.get("engine"), "spec.engine"))
+    package_index = _package_index(_obj(_obj(spec["model"], "spec.model").get("source"), "spec.model.source"))
     autoscaling = None
     if spec.get("autoscaling") is not None:
         a = _obj(spec["autoscaling"], "spec.autoscaling")
@@ -381,6 +413,8 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     service = _obj(spec.get("service"), "spec.service")
     return DeploymentSpec(
         model=model,
+        package_index=package_index,
+        calibration_dataset=calibration,
         engine=_parse_engine(_obj(spec.get("engine"), "spec.engine"), model.source),
         gpu=_parse_gpu(_obj(spec.get("gpu"), "spec.gpu")),
         replicas=_int(spec, "replicas", "spec", 1, 0, 1000),

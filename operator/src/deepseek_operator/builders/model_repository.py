@@ -37,22 +37,18 @@ import jinja2
 
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import OperatorError
+from deepseek_operator.images import default_profile, profile_for
 from deepseek_operator.planning.types import Plan
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-# Where the stock model folders live inside nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3.
-# Sources: triton-inference-server/tutorials Feature_Guide/Speculative_Decoding/TRT-LLM/README.md
-# ("must be >= 25.01"; `cp -R /app/all_models/inflight_batcher_llm ...`, `/app/tools/fill_template.py`,
-# `/app/scripts/launch_triton_server.py`), a maintainer's review comment on
-# triton-inference-server/tutorials PR #131 ("should be placed in the container under path `/app`
-# already since 25.01"), and triton-inference-server/server qa/L0_openai/test.sh
-# (`cp /app/all_models/inflight_batcher_llm/* ...` against the TRT-LLM image). The llmapi folder
-# sits beside it in the same copy of TensorRT-LLM's triton_backend/all_models. Images before 25.01
-# have no /app (tensorrtllm_backend issues #721, #739): the init container must check the folder
-# exists and fail with a clear message rather than serve an empty repository.
-ENGINE_REPOSITORY_SOURCE = "/app/all_models/inflight_batcher_llm"
-LLMAPI_REPOSITORY_SOURCE = "/app/all_models/llmapi"
+# Where the stock model folders live inside the image, which of them a repository needs, and
+# which parameters each requires: the image's profile (deepseek_operator/images/<yy.mm>.yaml,
+# each fact with its upstream source). Images before 25.01 have no /app (tensorrtllm_backend
+# issues #721, #739): the init container checks the folder exists and fails with a clear message
+# rather than serve an empty repository.
+ENGINE_REPOSITORY_SOURCE = default_profile().engine_repository
+LLMAPI_REPOSITORY_SOURCE = default_profile().llmapi_repository
 
 ENGINE_RUNTIME = "tensorrt-llm"
 PYTORCH_RUNTIME = "pytorch"
@@ -63,6 +59,9 @@ TOKENIZER_INSTANCES = 4
 # TensorRT-LLM's LLM-API default for max_num_tokens; without chunked prefill a whole prompt
 # must fit in one step, so the limit is raised to the longest prompt the spec allows.
 DEFAULT_MAX_NUM_TOKENS = 8192
+# Requests the tensorrt_llm model queues beyond a full batch, in batches: past it the executor
+# refuses new requests (clients see an error and back off) rather than queueing without bound.
+QUEUED_BATCHES = 4
 
 _ENGINE_TEMPLATES = {
     "ensemble/config.pbtxt": "ensemble.pbtxt.j2",
@@ -90,17 +89,24 @@ class RepositoryPaths:
     engine_dir: str = ""
 
 
-def repository_sources(runtime: str) -> str:
-    """The folder inside the serving image holding the stock model folders for ``runtime``.
+def repository_sources(runtime: str, image: str = "") -> str:
+    """The folder inside the serving image (``image``; the default one when empty) holding the
+    stock model folders for ``runtime``.
 
-    Copy it whole (it carries each Python model's ``1/model.py``), then write the files of
-    :func:`build_model_repository` over it.
+    Copy only :func:`repository_models` out of it (each carries its Python model's
+    ``1/model.py``), then write the files of :func:`build_model_repository` over them.
     """
-    if runtime == ENGINE_RUNTIME:
-        return ENGINE_REPOSITORY_SOURCE
-    if runtime == PYTORCH_RUNTIME:
-        return LLMAPI_REPOSITORY_SOURCE
-    raise OperatorError(f"unknown runtime {runtime!r}; expected {ENGINE_RUNTIME} or {PYTORCH_RUNTIME}")
+    profile = profile_for(image).profile if image else default_profile()
+    return profile.repository_source(runtime)
+
+
+def repository_models(runtime: str, image: str = "") -> tuple[str, ...]:
+    """The model folders a repository for ``runtime`` takes from the image, and no others: the
+    image's folder also holds unfilled stock models (``tensorrt_llm_bls``) that stop tritonserver."""
+    profile = profile_for(image).profile if image else default_profile()
+    if runtime not in profile.repository_models:
+        raise OperatorError(f"unknown runtime {runtime!r}; expected {ENGINE_RUNTIME} or {PYTORCH_RUNTIME}")
+    return profile.repository_models[runtime]
 
 
 def serving_model_name(runtime: str) -> str:
@@ -152,6 +158,7 @@ def _context(spec: DeploymentSpec, plan: Plan, paths: RepositoryPaths) -> dict[s
         "plan": plan,
         "paths": paths,
         "max_batch_size": plan.max_batch_size,
+        "max_queue_size": QUEUED_BATCHES * plan.max_batch_size,
         "max_queue_delay_microseconds": engine.max_queue_delay_microseconds,
         "decoupled": engine.streaming,
         "kv_cache_free_gpu_mem_fraction": engine.kv_cache_memory_fraction,

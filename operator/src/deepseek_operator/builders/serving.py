@@ -20,7 +20,11 @@ from deepseek_operator.api.constants import (
     LWS_WORKER_INDEX_LABEL,
 )
 from deepseek_operator.api.spec import DeploymentSpec
+from deepseek_operator.builders import fetch
 from deepseek_operator.errors import SpecError
+from deepseek_operator.images import profile_for
+from deepseek_operator.planning import catalog
+from deepseek_operator.planning.sizing import BYTES_PER_PARAM
 from deepseek_operator.planning.types import Plan
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -62,7 +66,8 @@ def layout(spec: DeploymentSpec, plan: Plan) -> Layout:
     if plan.runtime == "tensorrt-llm":
         raise SpecError(
             "spec.engine.cacheClaimName: required when the engine path (runtime tensorrt-llm) builds from "
-            "model.source.uri; name a PersistentVolumeClaim for the engine cache, or use runtime pytorch"
+            "model.source.uri; name a PersistentVolumeClaim for the engine cache (or use runtime "
+            "pytorch where the image's PyTorch path supports the model)"
         )
     return Layout(f"{FETCH_MOUNT}/checkpoint", "", None, FETCH_MOUNT)
 
@@ -82,6 +87,8 @@ def engine_cache_key(spec: DeploymentSpec, plan: Plan) -> str:
             "maxOutput": spec.engine.max_output_tokens,
             "gpu": plan.gpu_product or "any",
             "image": spec.engine.image,
+            # Added later: present only when set, so that existing cache keys stay as they were.
+            **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
         },
         length=16,
     )
@@ -111,6 +118,8 @@ def plan_identity(plan: Plan) -> dict[str, Any]:
         "fabric": plan.fabric,
         "ncclEnv": [list(kv) for kv in plan.nccl_env],
         "extraResources": [list(kv) for kv in plan.extra_resources],
+        # Added later: present only when used, so that existing revisions stay as they were.
+        **({"expertParallel": plan.expert_parallel} if plan.expert_parallel > 1 else {}),
     }
 
 
@@ -126,6 +135,8 @@ def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
             "gpu": spec.gpu,
             "nccl": spec.nccl,
             "plan": plan_identity(plan),
+            # Added later: present only when set, so that existing revisions stay as they were.
+            **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
         }
     )
 
@@ -133,6 +144,34 @@ def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
 def startup_budget_seconds(plan: Plan) -> int:
     """How long a replica may take to start: 10 minutes plus 6 s per GiB of weights (R1 FP8: ~72 min)."""
     return int(600 + 6 * plan.weights_gib)
+
+
+# Host memory per GPU rank beyond the weights: the CUDA context's host side, the Python runtime,
+# the tokenizer, pinned staging buffers.
+HOST_GIB_PER_RANK = 8
+# The build Job holds the source checkpoint in host memory while converting or quantizing it
+# (convert_checkpoint.py and quantize.py load the Hugging Face model whole), plus working room:
+# TensorRT-LLM's examples/models/contrib/deepseek_v2/README.md reports ">= 770GB" of CPU memory to
+# convert DeepSeek-V2's 472 GB of BF16 on the CPU, 1.6 x the checkpoint.
+BUILD_MEMORY_FACTOR = 1.6
+BUILD_MEMORY_MIN_GIB = 64
+
+
+def host_memory_gib(plan: Plan) -> int:
+    """Host memory of one serving pod: its node's share of the weights once (the ranks read the
+    checkpoint through the page cache, which counts against the pod's memory limit), 8 GiB per
+    rank, and /dev/shm (memory-backed). The old 16 GiB per GPU left 8 R1 ranks reading 642 GB
+    with 128 GiB."""
+    nodes = max(1, plan.nodes_per_replica)
+    per_node = plan.gpus_per_replica // nodes
+    return math.ceil(plan.weights_gib / nodes) + HOST_GIB_PER_RANK * per_node + shm_size_gib(plan)
+
+
+def build_memory_gib(plan: Plan) -> int:
+    """Host memory of the engine build Job: the source checkpoint (16-bit) held whole while it is
+    converted, with room (1.6 x + 16 GiB); at least 64 GiB. 70B: 141 GB of BF16, so about 230 GiB."""
+    checkpoint_gib = plan.weights_gib * 2.0 / BYTES_PER_PARAM.get(plan.precision, 2.0)
+    return max(BUILD_MEMORY_MIN_GIB, math.ceil(BUILD_MEMORY_FACTOR * checkpoint_gib) + 16)
 
 
 def shm_size_gib(plan: Plan) -> int:
@@ -253,23 +292,41 @@ def _credentials_env(spec: DeploymentSpec) -> list[dict[str, str]]:
 
 
 def fetch_command(spec: DeploymentSpec, lay: Layout) -> str:
-    """Shell that downloads a uri source into the checkpoint folder once (a READY marker guards it)."""
-    uri = spec.model.source.uri or ""
-    dest = shlex.quote(lay.checkpoint_dir)
-    rev = shlex.quote(spec.model.revision)
-    if uri.startswith("hf://"):
-        repo = shlex.quote(uri.removeprefix("hf://"))
-        get = (
-            f"python3 -c 'import sys; from huggingface_hub import snapshot_download as s; "
-            f"s(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3])' {repo} {rev} {dest}"
-        )
-    elif uri.startswith("s3://"):
-        get = f"aws s3 sync {shlex.quote(uri)} {dest}"
-    elif uri.startswith("gs://"):
-        get = f"gcloud storage rsync --recursive {shlex.quote(uri)} {dest}"
-    else:
-        get = f"mkdir -p {dest} && curl -fsSL {shlex.quote(uri)} | tar -xz -C {dest}"
-    return f"set -eu; if [ -f {dest}/.READY ]; then exit 0; fi; mkdir -p {dest}; {get}; touch {dest}/.READY"
+    """Shell that downloads a uri source into the checkpoint folder once (:mod:`.fetch`)."""
+    return fetch.fetch_command(spec, lay.checkpoint_dir)
+
+
+def fetch_container(spec: DeploymentSpec, lay: Layout, mounts: list[Any]) -> dict[str, Any]:
+    """The init container that downloads a uri source (with a writable model store in ``mounts``)."""
+    return {
+        "name": "fetch-model",
+        "image": spec.engine.image,
+        "command": ["sh", "-c", fetch_command(spec, lay)],
+        "env": _credentials_env(spec) + fetch.fetch_env(spec),
+        "volumeMounts": mounts,
+        "securityContext": _container_security(),
+    }
+
+
+def assemble_script(source: str, models: tuple[str, ...], config_dir: str, repo_dir: str, image: str) -> str:
+    """Shell of the init container that assembles the model repository: copies only ``models`` out of
+    the image's ``source`` folder (never the rest: its ``tensorrt_llm_bls`` holds an unfilled
+    ``${...}`` config that stops tritonserver), then writes the generated files of ``config_dir``
+    (``a__b`` is ``a/b``) over them. Fails with a clear message when the image lacks a folder."""
+    src = shlex.quote(source)
+    repo = shlex.quote(repo_dir)
+    names_ = " ".join(shlex.quote(m) for m in models)
+    missing = (
+        f"echo 'deepseek-operator: '\"$m\"' is not in '{src}' of image '{shlex.quote(image)}'; use a "
+        "tritonserver <yy.mm>-trtllm-python-py3 image of 25.01 or later, or an image that has the "
+        "TensorRT-LLM backend model folders there' >&2; exit 1"
+    )
+    return (
+        f'set -eu; for m in {names_}; do if [ ! -d {src}/"$m" ]; then {missing}; fi; '
+        f'cp -r {src}/"$m" {repo}/; done; '
+        f"for f in {shlex.quote(config_dir)}/*; do p=$(basename \"$f\" | sed 's#__#/#g'); "
+        f'mkdir -p {repo}/"$(dirname "$p")"; cp "$f" {repo}/"$p"; done'
+    )
 
 
 def _triton_command(spec: DeploymentSpec, plan: Plan) -> list[str]:
@@ -329,16 +386,7 @@ def build_deployment(
     if spec.model.source.uri:
         # Downloading needs a writable model store: the cache PVC or the per-pod folder.
         fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model-store" else m for m in mounts]
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": spec.engine.image,
-                "command": ["sh", "-c", fetch_command(spec, lay)],
-                "env": _credentials_env(spec),
-                "volumeMounts": fetch_mounts,
-                "securityContext": security,
-            }
-        )
+        init.append(fetch_container(spec, lay, fetch_mounts))
     if plan.runtime == "tensorrt-llm":
         ready = shlex.quote(f"{lay.engine_dir}/READY")
         init.append(
@@ -354,16 +402,8 @@ def build_deployment(
                 "securityContext": security,
             }
         )
-    src = shlex.quote(repository_source)
-    assemble = (
-        f"set -eu; if [ ! -d {src} ]; then echo 'deepseek-operator: '{src}' is not in image '"
-        f"{shlex.quote(spec.engine.image)}'; use a tritonserver <yy.mm>-trtllm-python-py3 image of 25.01 "
-        "or later, "
-        f"or an image that has the TensorRT-LLM backend model folders there' >&2; exit 1; fi; "
-        f"cp -r {src}/. {REPO_MOUNT}/; "
-        f"for f in {CONFIG_MOUNT}/*; do p=$(basename \"$f\" | sed 's#__#/#g'); "
-        f'mkdir -p "{REPO_MOUNT}/$(dirname "$p")"; cp "$f" "{REPO_MOUNT}/$p"; done'
-    )
+    models = profile_for(spec.engine.image).profile.repository_models[plan.runtime]
+    assemble = assemble_script(repository_source, models, CONFIG_MOUNT, REPO_MOUNT, spec.engine.image)
     init.append(
         {
             "name": "assemble-model-repository",
@@ -383,7 +423,7 @@ def build_deployment(
         else []
     )
     env += _credentials_env(spec)
-    mem_gib = 16 * plan.gpus_per_replica + shm_size_gib(plan)
+    mem_gib = host_memory_gib(plan)
     period = 10
     probe = {"httpGet": {"port": "http"}, "periodSeconds": period, "timeoutSeconds": 5}
     container = {
@@ -471,30 +511,31 @@ def revision_metadata(owner: dict[str, Any], name: str, revision: str) -> dict[s
 def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool = False) -> dict[str, Any]:
     """The Service in front of the serving pods that take traffic (those the operator labels: the
     stable and canary revisions, never a warm standby): http 8000, grpc 8001, metrics 8002
-    (multi-node replicas: only their leaders serve)."""
+    (multi-node replicas: only their leaders serve, on http 8000 only)."""
     name = owner["metadata"]["name"]
     selector = {**names.selector(name, names.COMPONENT_SERVING), names.TRAFFIC_LABEL: names.TRAFFIC_ON}
+    http = {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+    ports: list[dict[str, Any]] = [http]
     if leader_only:
+        # A multi-node leader runs trtllm-serve, which declares and serves http only: a Service port
+        # for grpc or metrics would point at a port name the pod does not have.
         selector[LWS_WORKER_INDEX_LABEL] = "0"
+    else:
+        ports += [
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
+            {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": names.child_metadata(owner, names.serving_name(name), names.COMPONENT_SERVING),
-        "spec": {
-            "type": spec.service_type,
-            "selector": selector,
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-            ],
-        },
+        "spec": {"type": spec.service_type, "selector": selector, "ports": ports},
     }
 
 
@@ -518,19 +559,35 @@ def build_pdb(owner: dict[str, Any], stable: str) -> dict[str, Any]:
     }
 
 
-# TensorRT-LLM's per-family checkpoint converters (examples/models/core/<family>/convert_checkpoint.py).
-_CONVERTER_FAMILY = {"qwen": "qwen", "llama": "llama", "deepseek-v2": "deepseek_v2"}
 _DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 _QFORMAT = {"fp8": "fp8", "int8": "int8_sq", "int4-awq": "int4_awq"}
 
 
-def _family(model_id: str) -> str:
+def _hf_architecture(model_id: str) -> str:
+    """The Hugging Face architecture of a model: the catalog's, else guessed from the id."""
+    arch = catalog.lookup(model_id)
+    if arch is not None and arch.hf_architecture:
+        return arch.hf_architecture
     low = model_id.lower()
     if "qwen" in low:
-        return "qwen"
+        return "Qwen2ForCausalLM"
     if "v2" in low:
-        return "deepseek-v2"
-    return "llama"
+        return "DeepseekV2ForCausalLM"
+    return "LlamaForCausalLM"
+
+
+def converter_path(spec: DeploymentSpec) -> str:
+    """The image's checkpoint converter for the model (under the examples folder), from its profile;
+    :class:`SpecError` when the engine path of the image has none for it."""
+    profile = profile_for(spec.engine.image).profile
+    hf = _hf_architecture(spec.model.id)
+    support = profile.support("tensorrt-llm", hf)
+    if support is None or not support.converter:
+        raise SpecError(
+            f"spec.engine.runtime: the engine path of {profile.label} has no checkpoint converter for "
+            f"{spec.model.id} ({hf}); use runtime pytorch or auto"
+        )
+    return support.converter
 
 
 def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
@@ -540,15 +597,20 @@ def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
     tp, pp = plan.tensor_parallel, plan.pipeline_parallel
     work = f"{out}.partial-$HOSTNAME"
     if plan.precision in _QFORMAT:
-        kv = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
+        quantize = profile_for(spec.engine.image).profile.quantize_script
+        extra = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
+        if spec.calibration_dataset:
+            # A folder on the model volume: quantize.py reads --calib_dataset as "the huggingface
+            # dataset name or the local directory of the dataset", so nothing is downloaded.
+            extra += f" --calib_dataset {shlex.quote(f'{lay.cache_root}/{spec.calibration_dataset}')}"
         convert = (
-            f'python3 "$TRTLLM_EXAMPLES/quantization/quantize.py" --model_dir {ckpt} --dtype bfloat16 '
-            f"--qformat {_QFORMAT[plan.precision]}{kv} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
+            f'python3 "$TRTLLM_EXAMPLES/{quantize}" --model_dir {ckpt} --dtype bfloat16 '
+            f"--qformat {_QFORMAT[plan.precision]}{extra} --tp_size {tp} --pp_size {pp} "
+            f"--output_dir {work}/ckpt"
         )
     else:
-        family = _CONVERTER_FAMILY[_family(spec.model.id)]
         convert = (
-            f'python3 "$TRTLLM_EXAMPLES/models/core/{family}/convert_checkpoint.py" --model_dir {ckpt} '
+            f'python3 "$TRTLLM_EXAMPLES/{converter_path(spec)}" --model_dir {ckpt} '
             f"--dtype {_DTYPE[plan.precision]} --tp_size {tp} --pp_size {pp} --output_dir {work}/ckpt"
         )
         if tp > 1:
@@ -581,17 +643,9 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
     volumes, mounts = source_volumes(spec, lay, read_only=False)
     init: list[dict[str, Any]] = []
     if spec.model.source.uri:
-        init.append(
-            {
-                "name": "fetch-model",
-                "image": spec.engine.image,
-                "command": ["sh", "-c", fetch_command(spec, lay)],
-                "env": _credentials_env(spec),
-                "volumeMounts": mounts,
-                "securityContext": _container_security(),
-            }
-        )
+        init.append(fetch_container(spec, lay, mounts))
     gpus = str(plan.world_size)
+    memory = f"{build_memory_gib(plan)}Gi"
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": _pod_security(),
@@ -604,12 +658,12 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
                 "image": spec.engine.image,
                 "command": ["bash", "-c", engine_build_script(spec, plan, lay)],
                 "env": [
-                    {"name": "TRTLLM_EXAMPLES", "value": "/app/tensorrt_llm/examples"},
+                    {"name": "TRTLLM_EXAMPLES", "value": profile_for(spec.engine.image).profile.examples_dir},
                     *_credentials_env(spec),
                 ],
                 "resources": {
-                    "requests": {GPU_RESOURCE: gpus, "cpu": "8", "memory": "64Gi"},
-                    "limits": {GPU_RESOURCE: gpus, "memory": "64Gi"},
+                    "requests": {GPU_RESOURCE: gpus, "cpu": "8", "memory": memory},
+                    "limits": {GPU_RESOURCE: gpus, "memory": memory},
                 },
                 "volumeMounts": mounts,
                 "securityContext": _container_security(),

@@ -81,6 +81,7 @@ def _qwen(
         context_length=131072,
         published_params_b=published,
         tie_word_embeddings=False,
+        hf_architecture="Qwen2ForCausalLM",
         source=_QWEN_SRC.format(name=name, base=base, l=layers, h=hidden, i=inter, a=heads, kv=kv, v=vocab),
     )
 
@@ -102,6 +103,7 @@ def _llama(
         context_length=131072,
         published_params_b=published,
         tie_word_embeddings=False,
+        hf_architecture="LlamaForCausalLM",
         source=_LLAMA_SRC.format(name=name, base=base, l=layers, h=hidden, i=inter, a=heads, kv=kv),
     )
 
@@ -132,6 +134,7 @@ _V2_LITE = ModelArch(
     qk_nope_head_dim=128,
     qk_rope_head_dim=64,
     v_head_dim=128,
+    hf_architecture="DeepseekV2ForCausalLM",
     source=(
         "config.json of deepseek-ai/DeepSeek-V2-Lite (DeepseekV2ForCausalLM; same figures in DeepSeek-V3's "
         "inference/configs/config_16B.json); counts: model card (15.7B total, 2.4B activated; the card's "
@@ -164,6 +167,7 @@ _V2 = ModelArch(
     qk_nope_head_dim=128,
     qk_rope_head_dim=64,
     v_head_dim=128,
+    hf_architecture="DeepseekV2ForCausalLM",
     source=(
         "config.json of deepseek-ai/DeepSeek-V2 (DeepseekV2ForCausalLM; DeepSeek-V3's "
         "inference/configs/config_236B.json agrees); counts: model card (236B total, 21B activated)"
@@ -197,6 +201,7 @@ _V3 = ModelArch(
     qk_rope_head_dim=64,
     v_head_dim=128,
     mtp_layers=1,  # num_nextn_predict_layers
+    hf_architecture="DeepseekV3ForCausalLM",
     source=(
         "config.json of deepseek-ai/DeepSeek-V3 (DeepseekV3ForCausalLM) and the GitHub repository's "
         "inference/configs/config_671B.json; counts: model card and README_WEIGHTS.md (671B main model + 14B "
@@ -211,6 +216,7 @@ _V32 = replace(
     id=f"{ORG}/DeepSeek-V3.2-Exp",
     index_n_heads=64,
     index_head_dim=128,
+    hf_architecture="DeepseekV32ForCausalLM",
     source=(
         "config.json of deepseek-ai/DeepSeek-V3.2-Exp (DeepseekV32ForCausalLM): the V3 figures plus "
         "index_n_heads 64, index_head_dim 128, index_topk 2048; counts: 671B main model as for V3 (the "

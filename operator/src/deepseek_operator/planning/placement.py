@@ -7,14 +7,15 @@ nothing fits. Nothing here reads the cluster or a clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deepseek_operator.api.constants import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import SpecError
-from deepseek_operator.planning import catalog, nccl
+from deepseek_operator.images import ArchSupport, ImageProfile, profile_for
+from deepseek_operator.planning import catalog, nccl, support
 from deepseek_operator.planning import gpus as gpu_types
-from deepseek_operator.planning.sizing import size_options
+from deepseek_operator.planning.sizing import derive_max_batch, estimate_memory, size_options
 from deepseek_operator.planning.types import GPUType, ModelArch, NodeInfo, Plan, SizingOption, SizingRequest
 
 DEFAULT_GPUS_PER_NODE = 8
@@ -33,7 +34,7 @@ CATALOG_GPUS = (
 class Refusal:
     """Why a spec cannot be placed, with the figures a user needs to act."""
 
-    reason: str  # condition reason: NoGPUFits | NoCapacity | NoGPUNodes
+    reason: str  # condition reason: NoGPUFits | NoCapacity | NoGPUNodes | UnsupportedGPU | UnsupportedModel
     message: str
 
 
@@ -47,12 +48,14 @@ class Candidate:
     nodes: tuple[NodeInfo, ...]  # usable nodes of this product
     placeable: bool  # enough free GPUs for one replica
     error: str = ""  # why this product cannot run the spec at all (e.g. FP8 on an A100)
+    too_old: bool = False  # the error is the GPU generation the image's runtime path needs
 
 
-def sizing_request(spec: DeploymentSpec) -> SizingRequest:
-    """What the spec asks of sizing."""
+def sizing_request(spec: DeploymentSpec, precisions: tuple[str, ...] = ()) -> SizingRequest:
+    """What the spec asks of sizing; ``precisions``: what the runtime path can load (empty: any)."""
     e, g = spec.engine, spec.gpu
     return SizingRequest(
+        precisions=precisions,
         precision=e.precision,
         max_batch_size=e.max_batch_size,
         max_input_tokens=e.max_input_tokens,
@@ -80,7 +83,19 @@ def _fits_on_nodes(option: SizingOption, nodes: tuple[NodeInfo, ...]) -> bool:
     return sum(1 for n in usable if n.gpus_free >= per_node) >= option.nodes_per_replica
 
 
-def _candidate(arch: ModelArch, spec: DeploymentSpec, product: str, nodes: list[NodeInfo]) -> Candidate:
+@dataclass(frozen=True)
+class RuntimePath:
+    """The runtime path a spec takes in its image, and what that path can load."""
+
+    runtime: str
+    profile: ImageProfile
+    support: ArchSupport | None
+    precisions: tuple[str, ...]
+
+
+def _candidate(
+    arch: ModelArch, spec: DeploymentSpec, product: str, nodes: list[NodeInfo], path: RuntimePath
+) -> Candidate:
     mine = tuple(n for n in nodes if n.gpu_product == product and _usable(n, spec))
     first = mine[0] if mine else None
     gpu = gpu_types.gpu_type(
@@ -90,9 +105,11 @@ def _candidate(arch: ModelArch, spec: DeploymentSpec, product: str, nodes: list[
         compute_minor=first.compute_minor if first else 0,
         family=first.family if first else "",
     )
+    if problem := support.gpu_problem(arch, path.support, gpu, path.runtime, path.profile):
+        return Candidate(gpu, None, None, mine, False, error=problem, too_old=True)
     per_node = max((n.gpus_allocatable for n in mine), default=DEFAULT_GPUS_PER_NODE)
     try:
-        options = size_options(arch, gpu, sizing_request(spec), gpus_per_node=per_node)
+        options = size_options(arch, gpu, sizing_request(spec, path.precisions), gpus_per_node=per_node)
     except SpecError as e:
         return Candidate(gpu, None, None, mine, False, error=f"{gpu.product}: {e}")
     fitting = [o for o in options if o.fits]
@@ -129,7 +146,11 @@ def plan_placement(
     products = _products(spec, nodes)
     if not products:
         return Refusal("NoGPUNodes", f"the cluster has no nodes with {GPU_RESOURCE}; add GPU nodes")
-    candidates = [_candidate(arch, spec, p, nodes) for p in products]
+    try:
+        path = runtime_path(spec, arch)
+    except SpecError as e:
+        return Refusal("UnsupportedModel", str(e))
+    candidates = [_candidate(arch, spec, p, nodes, path) for p in products]
     placeable = [c for c in candidates if c.placeable and c.option is not None]
     if not spec.gpu.products:
         placeable.sort(key=lambda c: (c.option.gpus_per_replica if c.option else 99, -c.gpu.memory_gib))
@@ -140,6 +161,8 @@ def plan_placement(
         assert chosen.option is not None
         return _plan(
             spec,
+            arch,
+            path,
             chosen,
             [
                 c
@@ -147,7 +170,34 @@ def plan_placement(
                 if c.option and c.option.gpus_per_replica == chosen.option.gpus_per_replica
             ],
         )
+    if candidates and all(c.too_old for c in candidates):
+        return _too_old(spec, arch, candidates, path)
     return _refusal(spec, arch, candidates, nodes)
+
+
+def runtime_path(spec: DeploymentSpec, arch: ModelArch) -> RuntimePath:
+    """The runtime path ``spec`` takes in its image's profile and what it can load there; raises
+    :class:`SpecError` (naming the field) when the image cannot load the model that way."""
+    profile = profile_for(spec.engine.image).profile
+    runtime = support.choose_runtime(spec, arch, profile)
+    arch_support = profile.support(runtime, arch.hf_architecture) if arch.hf_architecture else None
+    precisions = support.allowed_precisions(arch, arch_support, spec.engine.precision, runtime, profile)
+    return RuntimePath(runtime, profile, arch_support, precisions)
+
+
+def _too_old(
+    spec: DeploymentSpec, arch: ModelArch, candidates: list[Candidate], path: RuntimePath
+) -> Refusal:
+    s = path.support
+    assert s is not None
+    allowed = ", ".join(f"{c.gpu.product} ({c.gpu.family})" for c in candidates)
+    return Refusal(
+        "UnsupportedGPU",
+        f"{arch.id} needs {s.generation} on the {path.runtime} path of {path.profile.label}; allowed "
+        f"products are {allowed}: add one of {s.gpus or 'a newer GPU'} to spec.gpu.products, or pick a "
+        "model these GPUs can run (e.g. a DeepSeek-R1 distill). "
+        f"Source: {s.source}",
+    )
 
 
 def _refusal(
@@ -190,10 +240,52 @@ def _refusal(
     )
 
 
-def _plan(spec: DeploymentSpec, chosen: Candidate, same_shape: list[Candidate]) -> Plan:
-    o = chosen.option
-    assert o is not None
-    runtime = choose_runtime(spec)
+def expert_parallel_layout(
+    spec: DeploymentSpec, arch: ModelArch, option: SizingOption, runtime: str
+) -> SizingOption:
+    """The layout TensorRT-LLM's DeepSeek-V3 recipe runs a multi-node MoE replica with: tensor
+    parallelism over every GPU of the replica with as many expert-parallel ranks, no pipeline
+    (examples/models/core/deepseek_v3/README.md, multi-node: ``mpirun -H host1:8,host2:8 -n 16
+    ... --tp 16 --ep 16``), instead of sizing's TP-in-a-node x PP-across-nodes. The batch is sized
+    again for it (the MLA latent cache is whole on every rank); when not even the spec's batch
+    fits that way, sizing's option stays."""
+    if runtime != "pytorch" or option.nodes_per_replica < 2 or arch.experts == 0:
+        return option
+    world = option.gpus_per_replica
+    if arch.attention_heads % world:
+        return option
+    e = spec.engine
+    capacity = derive_max_batch(
+        arch,
+        option.gpu,
+        option.precision,
+        world,
+        1,
+        e.max_input_tokens,
+        e.max_output_tokens,
+        e.kv_cache_memory_fraction,
+    )
+    batch = e.max_batch_size or capacity
+    if capacity < 1 or batch > capacity:
+        return option
+    memory = estimate_memory(arch, option.precision, world, 1, batch, e.max_input_tokens, e.max_output_tokens)
+    seq = e.max_input_tokens + e.max_output_tokens
+    reason = (
+        f"fits: {memory.per_gpu_gib:.1f} GiB per GPU of {option.gpu.memory_gib:.1f} GiB on "
+        f"{option.gpu.product} as TP {world} x EP {world} over {option.nodes_per_replica} nodes "
+        f"(TensorRT-LLM's multi-node DeepSeek recipe) for {batch} sequences of {seq} tokens"
+    )
+    return replace(
+        option, tensor_parallel=world, pipeline_parallel=1, max_batch_size=batch, memory=memory, reason=reason
+    )
+
+
+def _plan(
+    spec: DeploymentSpec, arch: ModelArch, path: RuntimePath, chosen: Candidate, same_shape: list[Candidate]
+) -> Plan:
+    assert chosen.option is not None
+    runtime = path.runtime
+    o = expert_parallel_layout(spec, arch, chosen.option, runtime)
     fabric = spec.nccl.fabric
     if fabric == "auto":
         fabric = nccl.detect_fabric(list(chosen.nodes), o.nodes_per_replica)
@@ -220,6 +312,7 @@ def _plan(spec: DeploymentSpec, chosen: Candidate, same_shape: list[Candidate]) 
         weights_gib=round(m.weights_gib, 1),
         estimated_gpu_memory_gib=round(m.per_gpu_gib, 1),
         max_batch_size=o.max_batch_size,
+        expert_parallel=o.tensor_parallel if o is not chosen.option else 1,
         fabric=profile.fabric,
         nccl_env=profile.env,
         gpu_products=products,
@@ -257,16 +350,6 @@ def catalog_nodes(
                 )
             )
     return out
-
-
-def choose_runtime(spec: DeploymentSpec) -> str:
-    """``spec.engine.runtime``, with ``auto`` resolved: the PyTorch (LLM API) path for MoE/MLA models
-    and for checkpoints fetched from a uri, the engine path for dense models on a volume."""
-    if spec.engine.runtime != "auto":
-        return spec.engine.runtime
-    arch = catalog.lookup(spec.model.id)
-    family = arch.family if arch else (spec.model.architecture.family if spec.model.architecture else "dense")
-    return "pytorch" if family == "moe" or spec.model.source.uri else "tensorrt-llm"
 
 
 def plan_deployment(spec: DeploymentSpec) -> Plan:

@@ -305,15 +305,32 @@ def _check_precision(precision: str) -> None:
         )
 
 
-def choose_precision(arch: ModelArch, requested: str, gpu: GPUType) -> list[str]:
+def choose_precision(
+    arch: ModelArch, requested: str, gpu: GPUType, allowed: tuple[str, ...] = ()
+) -> list[str]:
     """The precisions to try, in order of preference.
 
     An explicit precision is the only one, and :class:`SpecError` (naming
     ``spec.engine.precision``) when the GPU cannot run it: FP8 needs compute capability
     8.9 (not A100), BF16 needs 8.0. ``auto``: the native precision first, then smaller
     ones the GPU runs: bf16 -> fp8 -> int4-awq, fp8 -> int4-awq; without FP8 (A100)
-    bf16 -> int8 -> int4-awq, and an FP8-native model runs bf16 -> int4-awq.
+    bf16 -> int8 -> int4-awq, and an FP8-native model runs bf16 -> int4-awq. ``allowed`` (what
+    the runtime path of the image can load, from its profile) keeps only those; none left is a
+    :class:`SpecError` for this GPU.
     """
+    order = _preferred_precisions(arch, requested, gpu)
+    if not allowed:
+        return order
+    kept = [p for p in order if p in allowed]
+    if not kept:
+        raise SpecError(
+            f"spec.engine.precision: the runtime path loads {arch.id} only in {', '.join(allowed)}, which "
+            f"{gpu.product} (compute capability {gpu.compute_major}.{gpu.compute_minor}) cannot run"
+        )
+    return kept
+
+
+def _preferred_precisions(arch: ModelArch, requested: str, gpu: GPUType) -> list[str]:
     if requested != "auto":
         _check_precision(requested)
         if requested == "fp8" and not gpu.supports_fp8:
@@ -491,7 +508,7 @@ def size_options(
     nodes, higher TP; then those that do not fit, closest to fitting first. Raises
     :class:`SpecError` for a precision the GPU cannot run.
     """
-    precisions = choose_precision(arch, request.precision, gpu)
+    precisions = choose_precision(arch, request.precision, gpu, request.precisions)
     pinned = _layouts(arch, request, gpus_per_node)
     options: list[tuple[SizingOption, bool]] = []  # (option, layout invalid)
     for precision in precisions:

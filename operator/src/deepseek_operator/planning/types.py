@@ -45,6 +45,9 @@ class ModelArch:
     # per-token FP8 key cache sits beside the MLA latent (config index_n_heads, index_head_dim)
     index_n_heads: int = 0
     index_head_dim: int = 0
+    # The Hugging Face config.json `architectures` entry ("" for a model outside the catalog): what
+    # an image profile says each runtime path can load.
+    hf_architecture: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class SizingRequest:
     tensor_parallel: int = 0
     pipeline_parallel: int = 1
     per_replica: int = 0
+    # What the runtime path of the image can load for the model (its profile); empty: no limit known.
+    precisions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,9 @@ class Plan:
     max_batch_size: int
     fabric: str
     nccl_env: tuple[tuple[str, str], ...] = ()
+    # Expert-parallel ranks (MoE on the PyTorch path across nodes: TP x EP over the whole replica,
+    # as TensorRT-LLM's DeepSeek-V3 recipe runs it); 1: none.
+    expert_parallel: int = 1
     gpu_products: tuple[str, ...] = ()  # products allowed in required node affinity, preferred first
     extra_resources: tuple[tuple[str, str], ...] = ()  # e.g. EFA interfaces for multi-node replicas
     memory_breakdown: tuple[tuple[str, float], ...] = ()  # GiB per replica: weights, kvCache, ...

@@ -18,6 +18,7 @@ from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.builders import model_repository as repo
 from deepseek_operator.builders import multinode, serving
 from deepseek_operator.errors import OperatorError
+from deepseek_operator.images import profile_for
 from deepseek_operator.planning import catalog
 from deepseek_operator.planning.placement import Refusal, plan_placement
 from deepseek_operator.planning.types import NodeInfo, Plan
@@ -91,7 +92,11 @@ def build_revision(
     ]
     if plan.runtime == "tensorrt-llm":
         objects.append(serving.build_engine_job(body, spec, plan))
-    objects.append(serving.build_deployment(body, spec, plan, repo.repository_sources(plan.runtime), None))
+    objects.append(
+        serving.build_deployment(
+            body, spec, plan, repo.repository_sources(plan.runtime, spec.engine.image), None
+        )
+    )
     return [stamp(o) for o in objects]
 
 
@@ -144,23 +149,29 @@ def spec_revision(body: Mapping[str, Any], records: Records) -> str:
 def records_of(children: Mapping[tuple[str, str], Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """The ControllerRevisions among ``children``, by the revision they record."""
     out: dict[str, Mapping[str, Any]] = {}
-    for (kind, _), obj in children.items():
+    for (kind, name), obj in children.items():
         if kind != rec.KIND:
             continue
-        revision = ((obj.get("metadata") or {}).get("labels") or {}).get(names.REVISION_LABEL)
-        if revision:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        revision, owner = labels.get(names.REVISION_LABEL), labels.get(names.DEPLOYMENT_LABEL)
+        # Only the operator's own records: the StatefulSets a LeaderWorkerSet controller makes keep
+        # ControllerRevisions of their own, named <statefulset>-<hash>, with the pod template's labels
+        # (ours included). Seen with the real LWS controller (v0.9.0) in the simulated cluster.
+        if revision and owner and name == names.controller_revision_name(str(owner), str(revision)):
             out[str(revision)] = obj
     return out
 
 
-def plan_message(plan: Plan) -> str:
-    """The Placed condition's message for a plan."""
+def plan_message(plan: Plan, image: str = "") -> str:
+    """The Placed condition's message for a plan; for an ``image`` without its own profile it says
+    which profile was used and that it was not verified against that tag."""
     gpu = plan.gpu_product or "any GPU"
     parallel = f"TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}"
+    note = profile_for(image).note if image else ""
     return (
         f"{plan.gpus_per_replica} x {gpu} per replica ({parallel}), "
         f"{plan.precision}, {plan.runtime} runtime, ~{plan.estimated_gpu_memory_gib} GiB per GPU, "
-        f"max batch {plan.max_batch_size}"
+        f"max batch {plan.max_batch_size}" + (f"; {note}" if note else "")
     )
 
 

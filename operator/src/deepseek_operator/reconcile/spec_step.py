@@ -224,7 +224,7 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
                 plan, revision, spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
             )
     out.revisions, out.records, out.blocked = new, records, step.blocked
-    out.placed_message = rv.plan_message(plan)
+    out.placed_message = rv.plan_message(plan, spec.engine.image)
     _, stable_plan = rv.load_revision(body, new.stable, records)
     out.status = {
         "observedGeneration": meta.get("generation"),

@@ -138,7 +138,8 @@ def _remove_stale(children: Children, live: set[str], revs: Revisions, w: Writes
         revision = (meta.get("labels") or {}).get(names.REVISION_LABEL)
         if kind in _STALE_KINDS and revision and revision not in live and not meta.get("deletionTimestamp"):
             w.delete.append(Delete(_STALE_KINDS[kind], kind, name))
-    records = [dict(o) for (kind, _), o in sorted(children.items()) if kind == rec.KIND]
+    # The operator's records only (not the ControllerRevisions of an LWS controller's StatefulSets).
+    records = [dict(o) for _, o in sorted(rv.records_of(children).items())]
     for old in rec.prunable(records, live | set(revs.failed[-3:])):
         w.delete.append(Delete(rec.API_VERSION, rec.KIND, str(old["metadata"]["name"])))
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from deepseek_operator.api.constants import LWS_WORKER_INDEX_LABEL
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.builders import serving
 from deepseek_operator.kube import client as kube
@@ -44,6 +45,7 @@ from deepseek_operator.rollout.decisions import Measurement
 from deepseek_operator.rollout.figures import SMOKE_CASE, Counters, combine, model_inputs, startup_failure
 
 ENDPOINTS_ENV = "DEEPSEEK_OPERATOR_ENDPOINTS"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"  # set by the LeaderWorkerSet controller on its pods
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,13 @@ class StartupFailure:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one revision answers."""
+    """Where one revision answers, and how: Triton's KServe v2 API, or (a multi-node leader's
+    trtllm-serve) the OpenAI-compatible one, which publishes no Triton summaries: its latency is
+    then the golden-set requests' round trips and its errors are theirs."""
 
-    http: tuple[str, ...]  # host:port of Triton's HTTP endpoint, one per pod
-    metrics: tuple[str, ...]  # metrics URLs, one per pod
+    http: tuple[str, ...]  # host:port of the HTTP endpoint, one per pod (multi-node: per leader)
+    metrics: tuple[str, ...]  # Triton metrics URLs, one per pod (none for OpenAI targets)
+    openai: bool = False
 
 
 def map_revision(path: str | os.PathLike[str], key: str, http: str, metrics: str) -> None:
@@ -96,7 +101,15 @@ def resolve_target(
 ) -> Target | StartupFailure | str:
     """The addresses of ``revision``'s ready pods (``pods``: the revision's serving pods, from the
     watch cache); a StartupFailure when they crash-loop or cannot pull their image; else why
-    there are none (a sentence)."""
+    there are none (a sentence). A LeaderWorkerSet revision's leaders serve the OpenAI-compatible
+    API on http and no Triton metrics (its workers serve nothing)."""
+    openai = any(LWS_NAME_LABEL in ((p.get("metadata") or {}).get("labels") or {}) for p in pods)
+    if openai:
+        pods = [
+            p
+            for p in pods
+            if ((p.get("metadata") or {}).get("labels") or {}).get(LWS_WORKER_INDEX_LABEL) == "0"
+        ]
     ips = sorted(
         str(p["status"]["podIP"])
         for p in pods
@@ -115,7 +128,8 @@ def resolve_target(
         metrics = mapped.get("metrics") or []
         metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         http = mapped["http"]
-        return Target((http,) if isinstance(http, str) else tuple(http), tuple(str(m) for m in metrics))
+        urls = () if openai else tuple(str(m) for m in metrics)
+        return Target((http,) if isinstance(http, str) else tuple(http), urls, openai)
     if not _in_cluster():
         return (
             f"revision {revision} cannot be reached from outside the cluster; map it in the file "
@@ -123,7 +137,8 @@ def resolve_target(
         )
     return Target(
         tuple(f"{ip}:{serving.HTTP_PORT}" for ip in ips),
-        tuple(f"http://{ip}:{serving.METRICS_PORT}/metrics" for ip in ips),
+        () if openai else tuple(f"http://{ip}:{serving.METRICS_PORT}/metrics" for ip in ips),
+        openai,
     )
 
 
@@ -171,7 +186,12 @@ def send_cases(
     for address, group in zip(target.http, _split(cases, len(target.http)), strict=True):
         if not group:
             continue
-        answers = probe.run_cases(address, model, max_tokens_input, [c for _, c in group], timeout_s)
+        todo = [c for _, c in group]
+        answers = (
+            probe.run_openai_cases(address, todo, timeout_s)
+            if target.openai
+            else probe.run_cases(address, model, max_tokens_input, todo, timeout_s)
+        )
         for (i, _), res in zip(group, answers, strict=True):
             results[i] = res
     return [r for r in results if r is not None]

@@ -32,6 +32,7 @@ bundles and triton-inference-server/core ``metric_model_reporter.{h,cc}``):
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 import urllib.request
@@ -148,6 +149,50 @@ def run_cases(
         return []
     with ThreadPoolExecutor(max_workers=min(concurrency, len(cases)), thread_name_prefix="golden") as pool:
         futures = [pool.submit(_run_one, address, model, max_tokens_input, case, timeout_s) for case in cases]
+        return [f.result() for f in futures]
+
+
+def _openai_model(address: str, timeout_s: float) -> str:
+    """The model name an OpenAI-compatible server lists first (trtllm-serve lists the one it
+    serves, named after its model argument); "default" when it lists none."""
+    with urllib.request.urlopen(f"http://{address}/v1/models", timeout=timeout_s) as resp:
+        data = json.loads(resp.read())
+    models = data.get("data") or []
+    return str(models[0]["id"]) if models else "default"
+
+
+def _run_openai_one(address: str, model: str, case: GoldenCase, timeout_s: float) -> CaseResult:
+    started = time.perf_counter()
+    body = json.dumps(
+        {"model": model, "prompt": case.prompt, "max_tokens": case.max_tokens, "temperature": 0}
+    ).encode()
+    req = urllib.request.Request(
+        f"http://{address}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            answer = json.loads(resp.read())
+        output = str(answer["choices"][0]["text"])
+    except Exception as err:  # never raises: every failure becomes a result
+        return CaseResult(None, (time.perf_counter() - started) * 1000.0, _error_text(err))
+    return CaseResult(output, (time.perf_counter() - started) * 1000.0, None)
+
+
+def run_openai_cases(
+    address: str, cases: Sequence[GoldenCase], timeout_s: float, concurrency: int = 8
+) -> list[CaseResult]:
+    """Send every case to the OpenAI-compatible completions API at ``address`` ("host:port"), as a
+    multi-node leader's ``trtllm-serve`` serves it (``POST /v1/completions`` with ``prompt``,
+    ``max_tokens``, ``temperature`` 0; the text is ``choices[0].text``: TensorRT-LLM's DeepSeek-V3
+    README queries it so). One result per case, in order; never raises for a failed request."""
+    if not cases:
+        return []
+    try:
+        model = _openai_model(address, timeout_s)
+    except Exception as err:
+        return [CaseResult(None, 0.0, _error_text(err)) for _ in cases]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(cases)), thread_name_prefix="golden") as pool:
+        futures = [pool.submit(_run_openai_one, address, model, case, timeout_s) for case in cases]
         return [f.result() for f in futures]
 
 

@@ -31,13 +31,15 @@ from typing import Any
 import yaml
 
 from deepseek_operator.errors import SimError
+from deepseek_operator.sim import lws
 from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, volume_manifests
 from deepseek_operator.sim.pki import PKI, write_pki
-from deepseek_operator.sim.tools import Tools, find_tools
+from deepseek_operator.sim.tools import Tools, find_tools, tool_path
 
 SERVICE_CIDR = "10.0.0.0/16"  # room for thousands of Services (bench/loop.py); a /24 runs out at 254
 SERVICE_IP = "10.0.0.1"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
+COMPONENTS = ("lws",)  # optional components `sim up --with` starts
 ADMIN_USER = "sim-admin"
 DEVELOPER_USER = "sim-developer"  # authenticated, but granted nothing: for RBAC tests
 STOP_GRACE_SECONDS = 10.0
@@ -130,6 +132,8 @@ class SimCluster:
 
     gpus: str = "h100:2x8"
     cpu_nodes: int = 0
+    # Optional components: "lws" runs the real LeaderWorkerSet controller (sim/lws.py).
+    with_components: tuple[str, ...] = ()
     tools: Tools | None = None
     base_dir: Path | None = None
     progress: Callable[[str], None] | None = None
@@ -150,6 +154,11 @@ class SimCluster:
         self.pools = parse_gpu_spec(self.gpus)  # a bad spec fails before anything starts
         if self.cpu_nodes < 0:
             raise SimError(f"cpu_nodes must be 0 or more, got {self.cpu_nodes}")
+        unknown = sorted(set(self.with_components) - set(COMPONENTS))
+        if unknown:
+            raise SimError(
+                f"--with {', '.join(unknown)}: unknown; optional components: {', '.join(COMPONENTS)}"
+            )
 
     # ---- public surface -------------------------------------------------
 
@@ -371,6 +380,8 @@ class SimCluster:
         names = {n["metadata"]["name"] for n in nodes}
         self._wait(kwok, deadline, lambda: self._ready_nodes() >= names, what="nodes to become Ready")
         self._wait(kwok, deadline, self._default_namespace_ready, what="the default namespace")
+        if "lws" in self.with_components:
+            self._start_lws(deadline)
         self._say("cluster ready")
 
     def _audit_args(self) -> list[str]:
@@ -382,6 +393,47 @@ class SimCluster:
             "--audit-log-format=json",
             "--audit-log-mode=blocking",  # every event is in the file when the request returns
         ]
+
+    def _start_lws(self, deadline: float) -> None:
+        """The real LeaderWorkerSet controller, its CRDs and its webhooks (sim/lws.py)."""
+        assert self.pki is not None
+        binary = tool_path("lws-controller")
+        tool_dir = binary.parent
+        self._say("installing the LeaderWorkerSet CRDs")
+        names = []
+        for crd in lws.crds(tool_dir):
+            self._api_request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            names.append(crd["metadata"]["name"])
+        files = lws.write_config(
+            self.workdir, self.pki.serving_cert, self.pki.serving_key, free_port(), free_port()
+        )
+        self._say("starting lws-controller")
+        controller = self._spawn(
+            "lws-controller", [str(binary), f"--kubeconfig={self.kubeconfig}", f"--config={files.config}"]
+        )
+        self._wait(
+            controller,
+            deadline,
+            lambda: all(self._crd_established(n) for n in names),
+            what="the LeaderWorkerSet CRDs to be Established",
+        )
+        self._wait(controller, deadline, lambda: _http_ok(f"http://127.0.0.1:{files.health_port}/readyz"))
+        for hooks in lws.webhook_configurations(tool_dir, files.webhook_port, self.pki.ca_cert):
+            kind = hooks["kind"].lower() + "s"
+            self._api_request("POST", f"/apis/admissionregistration.k8s.io/v1/{kind}", hooks)
+        probe = lws.probe_object()
+        path = "/apis/leaderworkerset.x-k8s.io/v1/namespaces/default/leaderworkersets?dryRun=All"
+        self._wait(
+            controller,
+            deadline,
+            lambda: self._api_request("POST", path, probe) is not None,
+            what="the LeaderWorkerSet webhooks to answer",
+        )
+
+    def _crd_established(self, name: str) -> bool:
+        crd = self._api_get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") or {}
+        conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
+        return conds.get("Established") == "True"
 
     def _wait(
         self, proc: _Process, deadline: float, ready: Callable[[], bool], what: str | None = None

@@ -18,6 +18,7 @@ _PROGRAMS: dict[str, tuple[str, str]] = {
     "kwok": ("KWOK_VERSION", "kwok"),
     "helm": ("HELM_VERSION", "helm"),
     "kubeconform": ("KUBECONFORM_VERSION", "kubeconform"),
+    "lws-controller": ("LWS_VERSION", "lws"),
 }
 
 
