@@ -349,7 +349,12 @@ def test_spec_the_operator_cannot_serve_leaves_serving_untouched(
     dep_after = client.AppsV1Api(kube_api).read_namespaced_deployment(
         names.workload_name("r1-qwen-7b", stable), namespace
     )
-    assert dep_after.metadata.resource_version == dep_before.metadata.resource_version
+    # Untouched by the operator: same spec (generation) and the same applied content. (Its
+    # resourceVersion may move: the Deployment controller still writes its status after the
+    # pods said the revision is Ready.)
+    assert dep_after.metadata.generation == dep_before.metadata.generation
+    assert dep_after.metadata.annotations == dep_before.metadata.annotations
+    assert dep_after.spec == dep_before.spec
     events = (
         client.CoreV1Api(kube_api)
         .list_namespaced_event(namespace, field_selector="involvedObject.name=r1-qwen-7b")
