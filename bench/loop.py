@@ -1033,6 +1033,15 @@ def _counts_text(counts: dict[str, int]) -> str:
     return f"{sum(counts.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"
 
 
+def print_load(cpu: dict[str, float], requests: dict[str, float], indent: str = "   ") -> None:
+    """Where a phase's CPU went (by process) and its API requests (the 16 most frequent)."""
+    say(f"{indent}CPU seconds by process: " + ", ".join(f"{k} {v:g}" for k, v in cpu.items()))
+    say(
+        f"{indent}API requests ({sum(requests.values()):.0f}, not counting watches): "
+        + ", ".join(f"{k} {v:g}" for k, v in list(requests.items())[:16])
+    )
+
+
 def run_size(bench: Bench, n: int) -> SizeResult:
     say(f"== 2. {n} resources at once (fresh operator process for this size)")
     result = bulk_size(bench, n)
@@ -1045,11 +1054,7 @@ def run_size(bench: Bench, n: int) -> SizeResult:
         f"({result.ready}/{n}); {result.ready_per_s:.2f} Ready/s; peak RSS {result.peak_rss_mib:.0f} MiB; "
         f"CPU {result.cpu_s:.1f} s"
     )
-    say("   CPU seconds by process: " + ", ".join(f"{k} {v:g}" for k, v in result.cpu_by_process.items()))
-    say(
-        f"   API requests ({sum(result.requests.values()):.0f}, not counting watches): "
-        + ", ".join(f"{k} {v:g}" for k, v in list(result.requests.items())[:16])
-    )
+    print_load(result.cpu_by_process, result.requests)
     if bench.args.idle_seconds > 0 and n in bench.args.idle_sizes and result.all_ready_s is None:
         say("   idle skipped: not all resources are Ready, so the loop is not idle")
     elif bench.args.idle_seconds > 0 and n in bench.args.idle_sizes:
@@ -1071,11 +1076,7 @@ def run_size(bench: Bench, n: int) -> SizeResult:
             f"   {floor.objects} objects applied in {floor.apply_s:.1f} s ({floor.apply_errors} failed); "
             f"all {n} Deployments ready {fmt(floor.all_ready_s, '.1f')} s ({floor.ready}/{n})"
         )
-        say("   CPU seconds by process: " + ", ".join(f"{k} {v:g}" for k, v in floor.cpu_by_process.items()))
-        say(
-            f"   API requests ({sum(floor.requests.values()):.0f}, not counting watches): "
-            + ", ".join(f"{k} {v:g}" for k, v in list(floor.requests.items())[:16])
-        )
+        print_load(floor.cpu_by_process, floor.requests)
     return result
 
 
