@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +106,15 @@ def _model_store(api: Any, namespace: str) -> None:
             kube.server_side_apply(api, doc, "user", namespace)
 
 
-def _new_namespace(api: Any) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
-
-
 def test_namespace_scoped_install_reconciles_only_the_watched_namespace(
-    sim_cluster: SimCluster, kube_api: Any, crds: list[str], image: str, tmp_path: Path
+    sim_cluster: SimCluster,
+    kube_api: Any,
+    crds: list[str],
+    image: str,
+    tmp_path: Path,
+    new_namespace: Callable[[], str],
 ) -> None:
-    watched, other = _new_namespace(kube_api), _new_namespace(kube_api)
+    watched, other = new_namespace(), new_namespace()
     install = Install(sim_cluster, kube_api, tmp_path, {"watchNamespaces": [watched]})
     op = install.container(image)
     try:
@@ -154,11 +153,12 @@ def test_two_replicas_one_works_and_the_survivor_of_a_sigkill_finishes_the_canar
     image: str,
     servers: dict[str, StandInServer],
     tmp_path: Path,
+    new_namespace: Callable[[], str],
 ) -> None:
     for s in servers.values():
         s.set_behaviour(latency_ms=0, error_rate=0, quality=1.0)
     install = Install(sim_cluster, kube_api, tmp_path, {"replicas": 2})
-    ns = _new_namespace(kube_api)
+    ns = new_namespace()
     _model_store(kube_api, ns)
     first, second = install.container(image), install.container(image)
     active, paused = f"peering {install.peering}: active", f"peering {install.peering}: paused"

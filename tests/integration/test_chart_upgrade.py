@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from kubernetes import client
 from deepseek_operator.api import names
 from deepseek_operator.sim.cluster import SimCluster, free_port
 from deepseek_operator.sim.standin import StandInServer
-from tests.integration.test_chart_modes import Install, _model_store, _new_namespace, image, servers
+from tests.integration.test_chart_modes import Install, _model_store, image, servers
 from tests.integration.test_rollout import Rollout, _body
 from tests.support.chart import CHART, helm, set_args
 from tests.support.image import OperatorContainer, kubectl
@@ -43,10 +44,11 @@ def test_helm_upgrade_rolls_the_operator_and_keeps_serving(
     image: str,
     servers: dict[str, StandInServer],
     tmp_path: Path,
+    new_namespace: Callable[[], str],
 ) -> None:
     for s in servers.values():
         s.set_behaviour(latency_ms=0, error_rate=0, quality=1.0)
-    ns = _new_namespace(kube_api)
+    ns = new_namespace()
     _model_store(kube_api, ns)
     install = Install(sim_cluster, kube_api, tmp_path, {})
     deployment = install.sa  # the chart's Deployment has the same name as its ServiceAccount

@@ -37,6 +37,25 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
+def _free_gpus(api: Any) -> dict[str, int]:
+    from deepseek_operator.kube.inventory import gather_inventory  # noqa: PLC0415
+
+    out: dict[str, int] = {}
+    for n in gather_inventory(api=api):
+        out[str(n.gpu_product)] = out.get(str(n.gpu_product), 0) + n.gpus_free
+    return out
+
+
+def _wait_free(api: Any, wanted: dict[str, int], timeout: float = 120) -> None:
+    """Until the GPUs a test places on are free: an earlier test's namespace may still be going,
+    its pods still holding GPUs."""
+    wait_for(
+        lambda: all(_free_gpus(api).get(p, 0) >= n for p, n in wanted.items()),
+        timeout=timeout,
+        what=f"free GPUs {wanted}",
+    )
+
+
 def _blocker(namespace: str, gpus: int, product: str) -> dict[str, Any]:
     """A pod that holds ``gpus`` GPUs of ``product`` (another team's workload)."""
     return {
@@ -116,6 +135,7 @@ def test_model_too_large_for_every_allowed_gpu_says_so(kube_api: Any, namespace:
 def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
     kube_api: Any, namespace: str, operator: Any
 ) -> None:
+    _wait_free(kube_api, {"NVIDIA-H100-80GB-HBM3": 16})
     spec = {
         "model": {"id": "deepseek-ai/DeepSeek-R1", "source": {"uri": "hf://deepseek-ai/DeepSeek-R1"}},
         "engine": {"precision": "fp8"},
@@ -158,6 +178,7 @@ def test_r1_fp8_on_h100_is_a_leader_worker_set_across_two_nodes(
 
 
 def test_plan_cli_against_the_live_cluster(sim_cluster: Any, namespace: str, kube_api: Any) -> None:
+    _wait_free(kube_api, {"NVIDIA-H100-80GB-HBM3": 16, "NVIDIA-H200": 8})
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_pod(namespace, _blocker(namespace, 8, "NVIDIA-H200"))
     wait_for(
@@ -198,17 +219,8 @@ def test_resources_applied_at_once_are_not_promised_the_same_gpus(
     GPUs, preferred) and H200 (8): an engine is pinned to the product it is built for, so had
     each placement seen the same free GPUs, all ten would pick the H100s and four pods would
     never be scheduled. Each placement counts the GPUs the ones before it took."""
-    from deepseek_operator.kube.inventory import gather_inventory  # noqa: PLC0415
-
     h100, h200 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"
-
-    def free() -> dict[str, int]:
-        out: dict[str, int] = {}
-        for n in gather_inventory(api=kube_api):
-            out[str(n.gpu_product)] = out.get(str(n.gpu_product), 0) + n.gpus_free
-        return out
-
-    wait_for(lambda: free().get(h100) == 16 and free().get(h200) == 8, timeout=60, what="H100s and H200 free")
+    _wait_free(kube_api, {h100: 16, h200: 8})
     spec = {
         "model": {
             "id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
