@@ -128,6 +128,30 @@ def test_invalid_spec_is_a_condition_and_an_event_and_nothing_moves() -> None:
     assert "InvalidSpec" in reasons(w)
 
 
+def test_a_spec_refused_by_the_spec_step_stays_refused_while_the_children_move() -> None:
+    """Valid for the schema, refused when laid out (the engine path has nowhere to cache an engine
+    built from a uri): later passes, woken by the running revision's children, keep saying so."""
+    w = deployed()
+    w.change_spec(model__source={"uri": "s3://models/qwen-7b"})
+    w.apply(w.decide())
+    assert conds(w)["Progressing"]["reason"] == "InvalidSpec"
+    assert "cacheClaimName" in conds(w)["Progressing"]["message"]
+    assert w.body["status"]["phase"] == "Degraded"
+    w.settle(ready=False)  # the serving pods stop being ready
+    w.apply(w.decide())
+    c = conds(w)
+    assert c["Progressing"]["reason"] == "InvalidSpec"
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert w.body["status"]["phase"] == "Failed" and w.body["status"]["readyReplicas"] == 0
+    w.settle(ready=True)
+    w.apply(w.decide())
+    assert conds(w)["Progressing"]["reason"] == "InvalidSpec" and w.body["status"]["phase"] == "Degraded"
+    assert w.decide().empty()  # and a pass with nothing new writes nothing
+    w.change_spec(model__source=sample()["spec"]["model"]["source"])  # fixed
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready" and conds(w)["Progressing"]["reason"] != "InvalidSpec"
+
+
 def test_nothing_fits_says_why_and_waits_for_capacity() -> None:
     w = World(sample(), nodes=gpu_nodes("l4:1x1"))
     out = w.decide()

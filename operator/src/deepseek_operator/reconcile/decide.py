@@ -134,7 +134,10 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         return w
     live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
     w.status_first = bool(Revisions.from_status(current.get("revisions")).stable)
-    w.status = st.status_patch(current, {**p.status, **_status(f, p, live, now)})
+    fields = {**p.status, **_status(f, p, live, now)}
+    if (held := sp.held_invalid_spec(f.body)) is not None:
+        fields = sp.keep_invalid_spec(fields, held, now)  # a child moved; the spec is still refused
+    w.status = st.status_patch(current, fields)
     w.events.extend(report.phase_events(current, w.status))
     _requeue(f, spec, p, w)
     return w

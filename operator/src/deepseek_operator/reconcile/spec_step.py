@@ -136,6 +136,32 @@ def invalid_spec_writes(body: Mapping[str, Any], error: SpecError, now: str) -> 
     return w
 
 
+def held_invalid_spec(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``Progressing=False InvalidSpec`` condition written for the spec as it is now, if any:
+    the spec cannot be served until it changes, whatever the children do meanwhile."""
+    cond = _conditions(body).get("Progressing") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    if cond.get("reason") == "InvalidSpec" and cond.get("observedGeneration") == generation:
+        return cond
+    return None
+
+
+def keep_invalid_spec(fields: dict[str, Any], held: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """Status ``fields`` of a pass over the running revisions, with the spec still refused: the
+    InvalidSpec condition stays, and the phase is Degraded while something serves, else Failed
+    (as when it was first refused)."""
+    out = dict(fields)
+    serving = int(out.get("readyReplicas") or 0) > 0
+    message = str(held.get("message") or "")
+    wanted = [st.Condition(ConditionType.PROGRESSING, "False", "InvalidSpec", message)]
+    if not serving:
+        wanted.append(st.Condition(ConditionType.READY, "False", "InvalidSpec", message))
+    conditions = list(out.get("conditions") or [])
+    out["conditions"] = st.merge_conditions(conditions, wanted, held.get("observedGeneration"), now)
+    out["phase"] = "Degraded" if serving else "Failed"
+    return out
+
+
 def _stop(body: Mapping[str, Any], w: Writes, status: dict[str, Any], event: tuple[str, str, str]) -> None:
     w.status = st.status_patch(body.get("status") or {}, status)
     if w.status:
