@@ -220,20 +220,13 @@ def _check_refusals(audited: SimCluster, sa: Path, app_ns: str, mode: str) -> No
 def _check_spec_policy(audited: SimCluster, sa: Path, app_ns: str) -> None:
     """A spec write by the operator's identity is refused: by RBAC, and by the policy where
     someone grants it more."""
+
+    def spec_write() -> Any:
+        patch = ["patch", "dsd", "r1", "--type=merge", "-p", '{"spec":{"replicas":5}}']
+        return kubectl(audited, "-n", app_ns, *patch, kubeconfig=sa, check=False)
+
     # RBAC alone refuses the operator a spec write (it is granted no patch on the resource).
-    out = kubectl(
-        audited,
-        "-n",
-        app_ns,
-        "patch",
-        "dsd",
-        "r1",
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":5}}',
-        kubeconfig=sa,
-        check=False,
-    )
+    out = spec_write()
     assert out.returncode != 0 and "forbidden" in out.stderr.lower(), out.stderr
     # Where someone grants it more (here: get, patch on DeepSeekDeployments), the API server still
     # refuses a spec write by the operator's identity (the ValidatingAdmissionPolicy); a metadata
@@ -250,19 +243,7 @@ def _check_spec_policy(audited: SimCluster, sa: Path, app_ns: str) -> None:
         "--role=more",
         f"--serviceaccount={OPS}:{SA_NAME}",
     )
-    out = kubectl(
-        audited,
-        "-n",
-        app_ns,
-        "patch",
-        "dsd",
-        "r1",
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":5}}',
-        kubeconfig=sa,
-        check=False,
-    )
+    out = spec_write()
     assert out.returncode != 0, out.stdout
     assert "may not create a DeepSeekDeployment or change its spec" in out.stderr, out.stderr
     assert kubectl(audited, "-n", app_ns, "get", "dsd", "r1", "-o", "jsonpath={.spec.replicas}").stdout == "2"

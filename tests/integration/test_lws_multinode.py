@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,13 +165,8 @@ class R1:
         return dict(self.status().get("revisions") or {})
 
     def wait(self, predicate: Any, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if got := predicate():
-                return got
-            time.sleep(0.25)
-        pytest.fail(
-            f"timed out after {timeout}s waiting for {what}; status: {json.dumps(self.status(), indent=1)}"
+        return wait_for(
+            predicate, timeout, what=what, detail=lambda: f"status: {json.dumps(self.status(), indent=1)}"
         )
 
     def map(self, revision: str, server: OpenAIStandIn) -> None:

@@ -158,13 +158,8 @@ class Rollout:
 
     def wait(self, predicate: Any, timeout: float, what: str) -> Any:
         """wait_for, with the resource's status in the failure message."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if got := predicate():
-                return got
-            time.sleep(0.25)
-        pytest.fail(
-            f"timed out after {timeout}s waiting for {what}; status: {json.dumps(self.status(), indent=1)}"
+        return wait_for(
+            predicate, timeout, what=what, detail=lambda: f"status: {json.dumps(self.status(), indent=1)}"
         )
 
     def map(self, revision: str, server: StandInServer) -> None:

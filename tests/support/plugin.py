@@ -47,9 +47,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25, what: str = ""
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.25,
+    what: str = "",
+    detail: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds
+    (with ``detail()``, e.g. the resource's status, in the message)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -57,7 +62,8 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+    more = f"; {detail()}" if detail is not None else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}{more}")
 
 
 @pytest.fixture(scope="session")
