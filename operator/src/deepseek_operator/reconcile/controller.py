@@ -26,7 +26,7 @@ from deepseek_operator.reconcile import spec_step as sp
 from deepseek_operator.reconcile.cache import Cache, Owner
 from deepseek_operator.reconcile.facts import Facts, Writes
 from deepseek_operator.reconcile.gather import gather
-from deepseek_operator.reconcile.queue import WorkQueue
+from deepseek_operator.reconcile.queue import ProgressHold, WorkQueue
 from deepseek_operator.reconcile.workloads import revision_objects
 from deepseek_operator.reconcile.write import execute
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 WORKERS = 8  # passes wait on the API server most of the time: more of them overlap
 TRANSIENT_REPORT_DELAY = 6.4  # a "passing" fault still there after five retries is said in an event
 SYNC_TIMEOUT_SECONDS = 60.0
+# A write that only reports the children's progress (no decision, no event) waits this long from
+# the first one held: the pod steps that follow within it make one write, not one each.
+PROGRESS_HOLD_SECONDS = 0.2
 _MEMO_SIZE = 4096
 Built = tuple[DeploymentSpec, Plan, list[dict[str, Any]]]
 
@@ -64,6 +67,7 @@ class Controller:
         self._waiting: set[Owner] = set()  # resources waiting for free GPUs
         self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
         self._failures: dict[Owner, int] = {}  # consecutive failed passes, for the backoff
+        self._held: ProgressHold[Owner] = ProgressHold(PROGRESS_HOLD_SECONDS)
         self._built: OrderedDict[tuple[Any, ...], tuple[DeploymentSpec, Plan, bytes]] = OrderedDict()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class Controller:
 
     def _forget(self, owner: Owner) -> None:
         self.cache.capacity.forget(owner)
+        self._held.release(owner)
         with self._lock:
             self._ran_at.pop(owner, None)
             self._waiting.discard(owner)
@@ -186,8 +191,12 @@ class Controller:
         else:
             writes = decider.decide(facts, self._build)
         t2 = time.perf_counter()
-        if writes.only_progress() and self.queue.pending(owner):
-            return None  # a child changed meanwhile: the pass about to run writes the newer status
+        if writes.only_progress():
+            if self.queue.pending(owner):
+                return None  # a child changed meanwhile: the pass about to run writes the newer status
+            if (wait := self._held.hold(owner, time.monotonic())) is not None:
+                return wait  # more progress may follow: one write for all of it
+        self._held.release(owner)
         execute(self.cache, facts.body, writes)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

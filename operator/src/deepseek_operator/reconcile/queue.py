@@ -88,3 +88,33 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._ready)
+
+
+class ProgressHold(Generic[K]):
+    """Progress-only status writes of a key wait a short ``window`` from the first one held, so
+    that a burst of child changes (a pod created, scheduled, running, ready in a few tens of
+    milliseconds) is one status write, and a pass that decides something is never queued behind a
+    write that only reports. A pass that decides, or finds nothing to write, releases the key.
+
+    Callers pass ``now`` (a monotonic clock); nothing here reads a clock.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._since: dict[K, float] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, key: K, now: float) -> float | None:
+        """Seconds to wait before ``key``'s progress write (then come back), or None: write now."""
+        with self._lock:
+            left = self._since.setdefault(key, now) + self.window - now
+        return left if left > 0 else None
+
+    def release(self, key: K) -> None:
+        """``key`` wrote, or had nothing to write: the next progress write waits again."""
+        with self._lock:
+            self._since.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._since
