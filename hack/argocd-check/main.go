@@ -19,6 +19,9 @@
 //	track   --app NAME --namespace NS OBJ.yaml...
 //	    The objects as Argo CD applies them: util/argo ResourceTracking.SetAppInstance with the
 //	    default annotation tracking (controller/state.go).
+//	application APP.yaml...
+//	    Each file decoded strictly (unknown fields are errors) into Argo CD's own Application type
+//	    (pkg/apis/application/v1alpha1), and its sync options listed.
 //	diff    --argocd-cm CM.yaml --mode ssa|csa [--kubeconfig FILE] PAIRS.json
 //	    PAIRS.json is [{"name":..., "desired":{...}, "live":{...}}]. Each pair is compared by
 //	    util/argo/diff.StateDiffs with the DiffConfig the controller builds (controller/state.go,
@@ -75,8 +78,10 @@ func main() {
 		out, err = cmdTrack(os.Args[2:])
 	case "diff":
 		out, err = cmdDiff(os.Args[2:])
+	case "application":
+		out, err = cmdApplication(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown subcommand %q: want health, health-test, track or diff", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q: want health, health-test, track, diff or application", os.Args[1])
 	}
 	if err != nil {
 		fail(err)
@@ -326,6 +331,42 @@ func cmdDiff(args []string) (any, error) {
 			Name: p.Name, Modified: res.Modified,
 			NormalizedLive: string(res.NormalizedLive), PredictedLive: string(res.PredictedLive),
 		})
+	}
+	return results, nil
+}
+
+type applicationResult struct {
+	File        string   `json:"file"`
+	Name        string   `json:"name"`
+	SyncWave    string   `json:"syncWave"`
+	SyncOptions []string `json:"syncOptions"`
+	Automated   bool     `json:"automated"`
+	Path        string   `json:"path"`
+}
+
+func cmdApplication(args []string) (any, error) {
+	results := []applicationResult{}
+	for _, path := range args {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		var app v1alpha1.Application
+		if err := yaml.UnmarshalStrict(data, &app); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if app.Kind != "Application" || app.APIVersion != "argoproj.io/v1alpha1" {
+			return nil, fmt.Errorf("%s: %s/%s is not an argoproj.io/v1alpha1 Application", path, app.APIVersion, app.Kind)
+		}
+		r := applicationResult{File: path, Name: app.Name, SyncWave: app.Annotations["argocd.argoproj.io/sync-wave"]}
+		if app.Spec.Source != nil {
+			r.Path = app.Spec.Source.Path
+		}
+		if app.Spec.SyncPolicy != nil {
+			r.SyncOptions = app.Spec.SyncPolicy.SyncOptions
+			r.Automated = app.Spec.SyncPolicy.Automated != nil
+		}
+		results = append(results, r)
 	}
 	return results, nil
 }

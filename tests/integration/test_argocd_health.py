@@ -87,3 +87,20 @@ def test_the_harness_enforces_the_sandbox(dso_argocd: Path, tmp_path: Path) -> N
     )
     (r,) = ac.run(dso_argocd, "health-test", str(tmp_path))
     assert r["status"] == "Unknown" and "string" in r["error"]
+
+
+def test_the_applications_decode_as_argo_cds_own_type(dso_argocd: Path) -> None:
+    """manifests/argocd's Applications, decoded strictly into Argo CD's v1alpha1.Application: the
+    operator's (the chart, with its CRDs) syncs in an earlier wave than the models', both with
+    server-side apply, and each points at a folder of this repository."""
+    apps = {
+        a["name"]: a
+        for a in ac.run(dso_argocd, "application", *map(str, sorted(ac.ARGOCD.glob("application-*.yaml"))))
+    }
+    operator, models = apps["deepseek-operator"], apps["deepseek-models"]
+    assert int(operator["syncWave"]) < int(models["syncWave"])
+    for app in apps.values():
+        assert "ServerSideApply=true" in app["syncOptions"] and app["automated"]
+        assert (ac.ARGOCD.parents[1] / app["path"]).is_dir(), app["path"]
+    assert operator["path"] == "charts/deepseek-operator" and models["path"] == "manifests/samples"
+    assert "SkipDryRunOnMissingResource=true" in models["syncOptions"]
