@@ -309,6 +309,16 @@ def test_every_sample_and_chart_object_is_synced_after_reconcile(
             if o["kind"] == KIND
         }
         assert "Canary" in phases.values(), phases
+        # Argo CD's health of each live sample agrees with its phase (docs/gitops.md's table).
+        for live in git.live(targets):
+            if live["kind"] == KIND:
+                health = git.health(live)
+                want = {"Canary": "Progressing", "Pending": None}.get(live["status"]["phase"])
+                if want:
+                    assert health["status"] == want, (live["metadata"]["name"], health)
+                placed = next(c for c in live["status"]["conditions"] if c["type"] == "Placed")
+                if placed["status"] == "False":
+                    assert health["status"] == "Degraded" and placed["reason"] in health["message"], health
     finally:
         cluster_wide = [
             t for t in targets if t["kind"] in CLUSTER_SCOPED and t["kind"] != "CustomResourceDefinition"
