@@ -203,3 +203,17 @@ def test_no_halt_below_the_failure_limit() -> None:
         "True",
         "Canary",
     )
+
+
+def test_rolled_back_names_the_specs_revision_when_it_is_an_older_failed_one() -> None:
+    """lastRollback is the latest rollback (c); the spec went back to b, which failed earlier."""
+    body = {
+        **BODY,
+        "status": {"lastRollback": {"from": "c", "to": "a", "reason": "p99 latency 812 ms > 500 ms"}},
+    }
+    revs = Revisions(stable="a", failed=("b", "c"), epoch=5)
+    blocked = "revision b failed analysis and was rolled back; it is not retried until the spec changes"
+    status = rollout_status(body, revs, (running(2, 2), None), (None, None), "plan", blocked, NOW)
+    c = conds(status)["RolledBack"]
+    assert c["status"] == "True" and c["message"].startswith("revision b failed analysis")
+    assert "c ->" not in c["message"]

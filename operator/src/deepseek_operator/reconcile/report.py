@@ -266,6 +266,9 @@ def rollout_status(
         conds = _replace(conds, _halted_condition(revs, progress))
     if blocked and last_rb:
         rolled = f"rolled back {last_rb.get('from')} -> {last_rb.get('to')}: {last_rb.get('reason')}"
+        if f"revision {last_rb.get('from')} " not in blocked:
+            # The spec names an older failed revision, not the last one rolled back: say that one.
+            rolled = blocked
         conds.append(st.Condition(ConditionType.ROLLED_BACK, "True", "AnalysisFailed", rolled))
     elif not blocked:
         conds.append(
