@@ -406,3 +406,45 @@ def test_no_analysis_while_no_pod_is_ready() -> None:
     w.settle(ready=False)
     out = w.decide()
     assert out.requeue_after == pytest.approx(30.0)  # pods becoming ready wake it sooner
+
+
+# --- what Argo CD's health check reads (docs/gitops.md) ------------------------------------------
+
+
+def test_without_auto_rollback_a_canary_at_its_failure_limit_is_marked_halted_until_the_spec_changes() -> (
+    None
+):
+    body = sample()
+    body["spec"]["rollout"]["autoRollback"] = False
+    w = World(body)
+    w.converge()
+    canary = new_revision(w)
+    analyse(w, SLOW, times=2)
+    assert (conds(w)["Progressing"]["status"], conds(w)["Progressing"]["reason"]) == ("True", "Canary")
+    assert f"canary {canary}: 0/3 analyses passed, 2/3 failed in a row" in conds(w)["Progressing"]["message"]
+    analyse(w, SLOW)
+    w.converge()
+    c = conds(w)["Progressing"]
+    assert (w.body["status"]["phase"], c["status"], c["reason"]) == ("Canary", "False", "Halted")
+    assert "failureLimit 3" in c["message"] and "autoRollback is false" in c["message"]
+    analyse(w, SLOW)  # more failures: still halted, no rollback
+    assert conds(w)["Progressing"]["reason"] == "Halted" and revs(w).canary == canary
+    w.change_spec(model__revision="v3")  # the user's answer: a new revision
+    w.converge()
+    c = conds(w)["Progressing"]
+    assert (c["status"], c["reason"]) == ("True", "Canary") and revs(w).canary != canary
+
+
+def test_after_a_rollback_and_a_promotion_the_rolled_back_condition_is_false_again() -> None:
+    """status.lastRollback is history and stays; RolledBack says whether the spec's revision is."""
+    w = deployed()
+    new_revision(w)
+    analyse(w, SLOW, times=3)
+    w.converge()
+    assert conds(w)["RolledBack"]["status"] == "True"
+    w.change_spec(model__revision="v3")
+    w.converge()
+    analyse(w, GOOD, times=3)
+    w.converge()
+    assert w.body["status"]["phase"] == "Ready" and w.body["status"]["lastRollback"]
+    assert (conds(w)["RolledBack"]["status"], conds(w)["RolledBack"]["reason"]) == ("False", "NoRollback")

@@ -274,3 +274,65 @@ def test_status_round_trip() -> None:
     assert raw["canaryMode"] == CanaryMode.REPLACE_REPLICA
     assert Revisions.from_status(raw) == revs
     assert Revisions.from_status(None) == Revisions()
+
+
+# --- progress: what status (and a health check) is told about the revision under test -------------
+
+MANUAL = Thresholds(successful_analyses=3, failure_limit=3, auto_rollback=False)
+
+
+@pytest.mark.parametrize(
+    ("revs", "history", "t", "want"),
+    [
+        # a canary's passes, then failures below the limit, in its own epoch only
+        (CANARY, _hist("b", Role.CANARY, 7, "PIP"), T, ("b", Role.CANARY, 2, 0, "")),
+        (
+            CANARY,
+            _hist("b", Role.CANARY, 6, "FFF") + _hist("b", Role.CANARY, 7, "PF"),
+            T,
+            ("b", Role.CANARY, 0, 1, ""),
+        ),
+        # at the failure limit and still the canary (autoRollback false): halted, with the reasons
+        (
+            CANARY,
+            _hist("b", Role.CANARY, 7, "FFFF"),
+            MANUAL,
+            ("b", Role.CANARY, 0, 4, "p99 latency 812 ms > 500 ms"),
+        ),
+        # the serving revision when there is no canary
+        (
+            Revisions(stable="a", verified=True, epoch=3),
+            _hist("a", Role.STABLE, 3, "FFF"),
+            T,
+            ("a", Role.STABLE, 0, 3, "p99 latency 812 ms > 500 ms"),
+        ),
+    ],
+)
+def test_progress(
+    revs: Revisions, history: list[dict[str, Any]], t: Thresholds, want: tuple[Any, ...]
+) -> None:
+    p = d.progress(revs, history, t)
+    assert p is not None
+    assert (p.revision, p.role, p.passed, p.failed, p.halted) == want
+    assert (p.needed, p.limit, p.auto_rollback) == (t.successful_analyses, t.failure_limit, t.auto_rollback)
+
+
+def test_no_progress_when_nothing_is_analysed() -> None:
+    assert d.progress(Revisions(), [], T) is None
+    assert d.progress(Revisions(stable="a", failed=("a",)), _hist("a", Role.STABLE, 0, "FFF"), T) is None
+
+
+@given(hs.text(alphabet="PFI", max_size=8), hs.booleans())
+def test_a_halt_is_never_reported_where_decide_rollout_would_move(verdicts: str, auto: bool) -> None:
+    """Either decide_rollout moves the canary away (rollback/promote) or progress says where it is;
+    a halt is reported only at the failure limit with autoRollback off."""
+    t = Thresholds(successful_analyses=3, failure_limit=3, auto_rollback=auto)
+    history = _hist("b", Role.CANARY, 7, verdicts)
+    decision = d.decide_rollout(CANARY, history, t)
+    p = d.progress(decision.revisions, history, t)
+    if decision.action in (DecisionAction.ROLLBACK, DecisionAction.PROMOTE):
+        # the canary is gone: what is analysed next is the serving revision, with a fresh streak
+        assert p is not None and p.role == Role.STABLE and (p.passed, p.failed, p.halted) == (0, 0, "")
+    else:
+        assert p is not None and p.revision == "b"
+        assert bool(p.halted) == (p.failed >= 3) and (not p.halted or not auto)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from deepseek_operator.reconcile.report import rollout_status
 from deepseek_operator.rollout.decisions import Revisions
 from deepseek_operator.status import Observed
@@ -147,3 +149,71 @@ def test_without_template_hashes_the_deployment_controller_decides() -> None:
         "readyReplicas": 1,
     }
     assert _phase(children) == "Ready"
+
+
+# --- what a health check reads: the analysis counts, and a halt at the failure limit -------------
+
+from deepseek_operator.rollout.decisions import Progress  # noqa: E402
+
+
+def test_canary_message_carries_the_analysis_counts() -> None:
+    revs = Revisions(stable="a", canary="b", epoch=2)
+    progress = Progress("b", "canary", passed=2, needed=3, failed=0, limit=3)  # type: ignore[arg-type]
+    status = rollout_status(
+        BODY, revs, (running(2, 2), running(1, 1)), (None, None), "plan", "", NOW, progress=progress
+    )
+    assert conds(status)["Progressing"]["message"].startswith("canary b: 2/3 analyses passed, 1/1 ready")
+    failing = Progress("b", "canary", passed=0, needed=3, failed=2, limit=3)  # type: ignore[arg-type]
+    status = rollout_status(
+        BODY, revs, (running(2, 2), running(1, 1)), (None, None), "plan", "", NOW, progress=failing
+    )
+    assert "0/3 analyses passed, 2/3 failed in a row" in conds(status)["Progressing"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("role", "canary", "auto_rollback", "reason", "status_phase", "says"),
+    [
+        ("canary", "b", False, "Halted", "Canary", "canary b halted after 3 consecutive failing analyses"),
+        ("stable", "", False, "Halted", "Ready", "revision a halted after 3 consecutive"),
+        ("stable", "", True, "AnalysisFailing", "Ready", "no earlier good revision"),
+    ],
+)
+def test_failure_limit_without_rollback_is_marked(
+    role: str, canary: str, auto_rollback: bool, reason: str, status_phase: str, says: str
+) -> None:
+    revs = Revisions(stable="a", canary=canary, verified=True, epoch=2)
+    subject = canary or "a"
+    progress = Progress(subject, role, 0, 3, 3, 3, "p99 latency 900 ms > 500 ms", auto_rollback)  # type: ignore[arg-type]
+    canary_obs = running(1, 1) if canary else None
+    status = rollout_status(
+        BODY, revs, (running(2, 2), canary_obs), (None, None), "plan", "", NOW, progress=progress
+    )
+    c = conds(status)["Progressing"]
+    assert (status["phase"], c["status"], c["reason"]) == (status_phase, "False", reason)
+    assert says in c["message"] and "failureLimit 3" in c["message"] and "900 ms" in c["message"]
+
+
+def test_no_halt_below_the_failure_limit() -> None:
+    revs = Revisions(stable="a", canary="b", epoch=2)
+    progress = Progress("b", "canary", 0, 3, 2, 3, "", False)  # type: ignore[arg-type]
+    status = rollout_status(
+        BODY, revs, (running(2, 2), running(1, 1)), (None, None), "plan", "", NOW, progress=progress
+    )
+    assert (conds(status)["Progressing"]["status"], conds(status)["Progressing"]["reason"]) == (
+        "True",
+        "Canary",
+    )
+
+
+def test_rolled_back_names_the_specs_revision_when_it_is_an_older_failed_one() -> None:
+    """lastRollback is the latest rollback (c); the spec went back to b, which failed earlier."""
+    body = {
+        **BODY,
+        "status": {"lastRollback": {"from": "c", "to": "a", "reason": "p99 latency 812 ms > 500 ms"}},
+    }
+    revs = Revisions(stable="a", failed=("b", "c"), epoch=5)
+    blocked = "revision b failed analysis and was rolled back; it is not retried until the spec changes"
+    status = rollout_status(body, revs, (running(2, 2), None), (None, None), "plan", blocked, NOW)
+    c = conds(status)["RolledBack"]
+    assert c["status"] == "True" and c["message"].startswith("revision b failed analysis")
+    assert "c ->" not in c["message"]

@@ -134,7 +134,9 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         return w
     live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
     w.status_first = bool(Revisions.from_status(current.get("revisions")).stable)
-    fields = {**p.status, **_status(f, p, live, now)}
+    history = (p.status.get("analysis") or current.get("analysis") or {}).get("history") or []
+    progress = decisions.progress(p.revisions, history, an.thresholds(spec))
+    fields = {**p.status, **_status(f, p, live, now, progress)}
     if (held := sp.held_invalid_spec(f.body)) is not None:
         fields = sp.keep_invalid_spec(fields, held, now)  # a child moved; the spec is still refused
     w.status = st.status_patch(current, fields)
@@ -143,7 +145,7 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
     return w
 
 
-def _status(f: Facts, p: _Pass, live: Live, now: str) -> dict[str, Any]:
+def _status(f: Facts, p: _Pass, live: Live, now: str, progress: decisions.Progress | None) -> dict[str, Any]:
     owner = str(f.body["metadata"]["name"])
     revs = p.revisions
     assert live.stable is not None  # the stable revision always runs
@@ -156,5 +158,13 @@ def _status(f: Facts, p: _Pass, live: Live, now: str) -> dict[str, Any]:
         report.revision_blocker(f.children, revs.canary, canary_obs) if canary_obs is not None else None,
     )
     return report.rollout_status(
-        f.body, revs, (stable_obs, canary_obs), blockers, p.placed_message, p.blocked, now, p.conditions
+        f.body,
+        revs,
+        (stable_obs, canary_obs),
+        blockers,
+        p.placed_message,
+        p.blocked,
+        now,
+        p.conditions,
+        progress,
     )

@@ -10,11 +10,12 @@ from typing import Any
 from deepseek_operator import status as st
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import LABEL_COMPONENT
-from deepseek_operator.api.types import ConditionType, Phase
+from deepseek_operator.api.types import ConditionType, Phase, Role
 from deepseek_operator.diagnosis import Blocker, job_blocker, pod_blocker
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import revision as rv
 from deepseek_operator.reconcile.facts import ChildKey, Event
+from deepseek_operator.rollout import decisions
 from deepseek_operator.rollout.decisions import Revisions
 
 Children = Mapping[ChildKey, Mapping[str, Any]]
@@ -175,6 +176,7 @@ def _canary_conditions(
     stable_obs: st.Observed,
     canary_obs: st.Observed,
     blocker: Blocker | None,
+    progress: decisions.Progress | None = None,
 ) -> list[st.Condition]:
     serving = stable_obs.ready_replicas + canary_obs.ready_replicas
     if stable_obs.desired_replicas == 0 and serving:
@@ -186,13 +188,48 @@ def _canary_conditions(
             ),
         )
     mode = "replacing a stable replica (no free GPUs)" if revs.lent else "beside the stable replicas"
+    analyses = ""
+    if progress is not None and progress.revision == revs.canary:
+        analyses = f"{progress.passed}/{progress.needed} analyses passed, "
+        if progress.failed:
+            analyses += f"{progress.failed}/{progress.limit} failed in a row, "
     message = (
-        f"canary {revs.canary}: {canary_obs.ready_replicas}/{canary_obs.desired_replicas} ready, "
-        f"{mode}; stable {revs.stable}"
+        f"canary {revs.canary}: {analyses}{canary_obs.ready_replicas}/{canary_obs.desired_replicas} "
+        f"ready, {mode}; stable {revs.stable}"
     )
     if blocker is not None:
         message += f"; blocked: {blocker.message}"
     return _replace(conds, st.Condition(ConditionType.PROGRESSING, "True", "Canary", message))
+
+
+HALTED = "Halted"  # Progressing reason: the failure limit is reached and autoRollback is false
+ANALYSIS_FAILING = "AnalysisFailing"  # Progressing reason: the same, with no earlier revision to go to
+
+
+def _halted_condition(revs: Revisions, progress: decisions.Progress) -> st.Condition:
+    """Progressing=False for a revision at its failure limit that nothing rolls back: Halted when
+    autoRollback is false (the user decides), AnalysisFailing when there is no revision to go to."""
+    figures = f"{progress.failed} consecutive failing analyses (failureLimit {progress.limit})"
+    if progress.role == Role.CANARY:
+        who = f"canary {progress.revision} halted after {figures}: {progress.halted}"
+        keeps = f"stable {revs.stable} keeps serving beside it"
+    else:
+        who = f"revision {progress.revision} halted after {figures}: {progress.halted}"
+        keeps = "it keeps serving"
+    if not progress.auto_rollback:
+        return st.Condition(
+            ConditionType.PROGRESSING,
+            "False",
+            HALTED,
+            f"{who}; autoRollback is false, so nothing is rolled back and {keeps}: change the spec "
+            "(back to the serving revision to roll back)",
+        )
+    return st.Condition(
+        ConditionType.PROGRESSING,
+        "False",
+        ANALYSIS_FAILING,
+        f"{who}; there is no earlier good revision to roll back to and {keeps}: change the spec",
+    )
 
 
 def rollout_status(
@@ -204,10 +241,12 @@ def rollout_status(
     blocked: str,
     now: str,
     conditions: list[dict[str, Any]] | None = None,
+    progress: decisions.Progress | None = None,
 ) -> dict[str, Any]:
     """The status fields that follow the children: phase, conditions, replicas. ``observed`` and
     ``blockers`` are the stable revision's and the canary's; ``conditions`` the list to merge into
-    (default: the current one)."""
+    (default: the current one); ``progress`` the analysis of the revision under test (its counts
+    go into the canary's Progressing message; at the failure limit, Progressing says Halted)."""
     current = body.get("status") or {}
     stable_obs, canary_obs = observed
     phase, conds = st.compute_phase_and_conditions(stable_obs, plan_message)
@@ -219,12 +258,17 @@ def rollout_status(
         conds = _failed_stable(conds, revs, current)
     elif revs.canary and canary_obs is not None:
         phase = phase if phase == Phase.FAILED else Phase.CANARY
-        conds = _canary_conditions(conds, revs, stable_obs, canary_obs, blockers[1])
+        conds = _canary_conditions(conds, revs, stable_obs, canary_obs, blockers[1], progress)
     elif blocked:
         phase = Phase.ROLLED_BACK if phase == Phase.READY else phase
         conds = _replace(conds, st.Condition(ConditionType.PROGRESSING, "False", "RolledBack", blocked))
+    if progress is not None and progress.halted and revs.stable not in revs.failed:
+        conds = _replace(conds, _halted_condition(revs, progress))
     if blocked and last_rb:
         rolled = f"rolled back {last_rb.get('from')} -> {last_rb.get('to')}: {last_rb.get('reason')}"
+        if f"revision {last_rb.get('from')} " not in blocked:
+            # The spec names an older failed revision, not the last one rolled back: say that one.
+            rolled = blocked
         conds.append(st.Condition(ConditionType.ROLLED_BACK, "True", "AnalysisFailed", rolled))
     elif not blocked:
         conds.append(

@@ -337,6 +337,45 @@ def decide_rollout(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thr
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where the analysis of the revision under test stands, for status (and a health check that
+    must not guess the operator's defaults): its passes and failures in a row during this epoch,
+    the counts that promote or roll back, and whether the rollout is halted on its failures."""
+
+    revision: str
+    role: Role
+    passed: int
+    needed: int  # successfulAnalyses
+    failed: int
+    limit: int  # failureLimit
+    halted: str = ""  # why, when the failure limit is reached and nothing rolls back
+    auto_rollback: bool = True
+
+
+def progress(revs: Revisions, history: Sequence[Mapping[str, Any]], t: Thresholds) -> Progress | None:
+    """The analysis progress of the canary (else the stable revision) after :func:`decide_rollout`
+    has moved ``revs``; None when nothing is analysed. A revision at the failure limit that is still
+    under test is halted: :func:`decide_rollout` rolls back (or fails) whenever it can, so one that
+    stays is one it would not move (autoRollback is false, or no earlier good revision)."""
+    if revs.canary:
+        revision, role = revs.canary, Role.CANARY
+    elif revs.stable and revs.stable not in revs.failed:
+        revision, role = revs.stable, Role.STABLE
+    else:
+        return None
+    verdict, n = streak(history, revision, role, revs.epoch)
+    passed = n if verdict == Verdict.PASS else 0
+    failed = n if verdict == Verdict.FAIL else 0
+    halted = ""
+    if failed >= t.failure_limit:
+        latest: Mapping[str, Any] = next((e for e in reversed(history) if e.get("revision") == revision), {})
+        halted = "; ".join(latest.get("reasons") or ()) or "analysis failed"
+    return Progress(
+        revision, role, passed, t.successful_analyses, failed, t.failure_limit, halted, t.auto_rollback
+    )
+
+
+@dataclass(frozen=True)
 class Workload:
     """One revision's serving workload as the rollout wants it."""
 
