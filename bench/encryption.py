@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator" / "src"))
 
-from deepseek_operator.encryption import folder  # noqa: E402
-from deepseek_operator.encryption import format as fm  # noqa: E402
+from deepseek_operator.encryption import folder
+from deepseek_operator.encryption import format as fm
 
 CHECKPOINTS = {"7B BF16": 15.2e9, "70B BF16": 141e9, "671B FP8": 642e9}
 CHUNK = fm.DEFAULT_CHUNK
@@ -134,16 +134,36 @@ def rss(work: Path, gib: float, workers: int, cipher: str) -> dict[str, object]:
     shutil.rmtree(src)
     cap_gib = max(1.5, gib / 2)
     out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", "--dir", str(work), "--workers", str(workers),
-         "--rss-cap-gib", str(cap_gib)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            "--dir",
+            str(work),
+            "--workers",
+            str(workers),
+            "--rss-cap-gib",
+            str(cap_gib),
+        ],
+        capture_output=True,
+        text=True,
     )
     if out.returncode:
         raise SystemExit(f"the RSS child failed: {out.stderr}")
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     whole = subprocess.run(
-        [sys.executable, __file__, "--rss-child", "--rss-whole", "--dir", str(work), "--rss-cap-gib", str(cap_gib)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            "--rss-whole",
+            "--dir",
+            str(work),
+            "--rss-cap-gib",
+            str(cap_gib),
+        ],
+        capture_output=True,
+        text=True,
     )
     result["whole"] = whole.stdout.strip() or whole.stderr.strip()[-300:]
     result.update(file_gib=gib, cap_gib=cap_gib, workers=workers, cipher=cipher)
@@ -182,13 +202,18 @@ def main() -> int:
             size -= size % CHUNK
             e, d = folder_rates(cipher, work, size, workers, threads)
             rows.append((cipher, label, size, e, d))
-            print(f"{cipher}: {label}: {size / 1e9:.2f} GB, encrypt {e:.3f} GB/s, decrypt {d:.3f} GB/s",
-                  flush=True)
+            print(
+                f"{cipher}: {label}: {size / 1e9:.2f} GB, encrypt {e:.3f} GB/s, decrypt {d:.3f} GB/s",
+                flush=True,
+            )
         shutil.rmtree(work / "src", ignore_errors=True)
     r = rss(work, args.rss_gib, args.workers, args.ciphers.split(",")[-1])
-    print(f"peak RSS decrypting one {r['file_gib']} GiB file, address space capped at {r['cap_gib']} GiB, "
-          f"{r['workers']} workers ({r['cipher']}): parent {r['parent_mib']:.0f} MiB, largest worker "
-          f"{r['largest_worker_mib']:.0f} MiB; {r['whole']}", flush=True)
+    print(
+        f"peak RSS decrypting one {r['file_gib']} GiB file, address space capped at {r['cap_gib']} GiB, "
+        f"{r['workers']} workers ({r['cipher']}): parent {r['parent_mib']:.0f} MiB, largest worker "
+        f"{r['largest_worker_mib']:.0f} MiB; {r['whole']}",
+        flush=True,
+    )
     print("\n| cipher | workers | GB | encrypt GB/s | decrypt GB/s | " + " | ".join(CHECKPOINTS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(CHECKPOINTS))
     for cipher, label, size, e, d in rows:

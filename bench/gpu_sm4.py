@@ -159,7 +159,10 @@ def main() -> int:
     args = p.parse_args()
     key = os.urandom(16)
     ecb = Cipher(algorithms.SM4(bytes.fromhex("0123456789abcdeffedcba9876543210")), modes.ECB()).encryptor()
-    assert ecb.update(bytes.fromhex("0123456789abcdeffedcba9876543210")).hex() == "681edf34d206965e86b3e94f536e4246"
+    assert (
+        ecb.update(bytes.fromhex("0123456789abcdeffedcba9876543210")).hex()
+        == "681edf34d206965e86b3e94f536e4246"
+    )
     mod = cp.RawModule(code=SOURCE, options=("-std=c++17",))
     ctr, hpow, gh = mod.get_function("sm4_ctr"), mod.get_function("h_powers"), mod.get_function("ghash")
     rk = cp.asarray(np.array(round_keys(key), dtype=np.uint32))
@@ -172,14 +175,18 @@ def main() -> int:
     nonces = [os.urandom(12) for _ in range(chunks)]
     aads = [os.urandom(aad_len) for _ in range(chunks)]
     d_nonce = cp.asarray(np.frombuffer(b"".join(nonces), dtype=np.uint32))
-    d_aad = cp.asarray(np.frombuffer(b"".join(a + bytes(ablocks * 16 - aad_len) for a in aads), dtype=np.uint64))
+    d_aad = cp.asarray(
+        np.frombuffer(b"".join(a + bytes(ablocks * 16 - aad_len) for a in aads), dtype=np.uint64)
+    )
     lens = b"".join((aad_len * 8).to_bytes(8, "big") + (size * 8).to_bytes(8, "big") for _ in range(chunks))
     d_lens = cp.asarray(np.frombuffer(lens, dtype=np.uint64))
     # H = E_K(0): on the GPU too (a chunk of one zero block through the counter kernel is not it:
     # use the host's SM4 via cryptography ECB).
     enc0 = Cipher(algorithms.SM4(key), modes.ECB()).encryptor()
     hk = enc0.update(bytes(16))
-    d_h = cp.asarray(np.array([int.from_bytes(hk[:8], "big"), int.from_bytes(hk[8:], "big")], dtype=np.uint64))
+    d_h = cp.asarray(
+        np.array([int.from_bytes(hk[:8], "big"), int.from_bytes(hk[8:], "big")], dtype=np.uint64)
+    )
     m = ablocks + nblocks + 1
     powers = cp.empty(2 * m, dtype=np.uint64)
     hpow(((m + 255) // 256,), (256,), (d_h, powers, np.int32(m)))
@@ -190,8 +197,11 @@ def main() -> int:
     threads = 256
 
     def encrypt(src: cp.ndarray, dst: cp.ndarray) -> None:
-        ctr((((nblocks + 1) * chunks + threads - 1) // threads,), (threads,),
-            (src, dst, d_nonce, ej0, rk, table, np.int32(nblocks), np.int32(chunks)))
+        ctr(
+            (((nblocks + 1) * chunks + threads - 1) // threads,),
+            (threads,),
+            (src, dst, d_nonce, ej0, rk, table, np.int32(nblocks), np.int32(chunks)),
+        )
 
     def tags(ct: cp.ndarray) -> None:
         acc.fill(0)
@@ -209,12 +219,17 @@ def main() -> int:
         x = int(a[c][0]).to_bytes(8, "big") + int(a[c][1]).to_bytes(8, "big")
         tag = bytes(p ^ q for p, q in zip(x, e[c].tobytes(), strict=True))
         assert tag == ref.tag, f"chunk {c}: tag differs from OpenSSL's SM4-GCM"
-    print(f"checked {chunks} chunks of {args.chunk_mib} MiB against OpenSSL SM4-GCM: ciphertext and tags equal")
+    print(
+        f"checked {chunks} chunks of {args.chunk_mib} MiB against OpenSSL SM4-GCM: ciphertext and tags equal"
+    )
     # decrypt = GHASH of the ciphertext + CTR of it
     batch = size * chunks
     start, stop = cp.cuda.Event(), cp.cuda.Event()
-    for label, fn in (("CTR only", lambda: encrypt(d_out, d_in)), ("GHASH only", lambda: tags(d_out)),
-                      ("decrypt (GHASH + CTR)", lambda: (tags(d_out), encrypt(d_out, d_in)))):
+    for label, fn in (
+        ("CTR only", lambda: encrypt(d_out, d_in)),
+        ("GHASH only", lambda: tags(d_out)),
+        ("decrypt (GHASH + CTR)", lambda: (tags(d_out), encrypt(d_out, d_in))),
+    ):
         fn()
         start.record()
         for _ in range(args.repeat):

@@ -29,7 +29,9 @@ def read_key(path: str) -> bytes:
     try:
         return fm.parse_key(Path(path).read_text(encoding="ascii", errors="replace"), path)
     except FileNotFoundError:
-        raise EncryptionError(f"--key-file {path}: no such file; make one with 'deepseek-operator keygen'") from None
+        raise EncryptionError(
+            f"--key-file {path}: no such file; make one with 'deepseek-operator keygen'"
+        ) from None
     except OSError as e:
         raise EncryptionError(f"--key-file {path}: cannot read it ({e.strerror})") from e
 
@@ -84,8 +86,12 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         args.threads,
         progress,
     )
-    resumed = f", {report.resumed_chunks} chunks kept from an interrupted run" if report.resumed_chunks else ""
-    _say(f"encrypted {report.files} files, {_rate(report.plaintext_bytes, time.monotonic() - start)}{resumed}")
+    resumed = (
+        f", {report.resumed_chunks} chunks kept from an interrupted run" if report.resumed_chunks else ""
+    )
+    _say(
+        f"encrypted {report.files} files, {_rate(report.plaintext_bytes, time.monotonic() - start)}{resumed}"
+    )
     return 0
 
 
@@ -115,7 +121,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="the folder to read")
     p.add_argument("dst", help="the folder to write")
     p.add_argument("--key-file", required=True, help="the weights key (made by 'deepseek-operator keygen')")
-    p.add_argument("--workers", type=int, default=0, help="chunks processed at once (default: the usable cores)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="chunks processed at once (default: the usable cores)"
+    )
     p.add_argument("--threads", action="store_true", help="use threads instead of processes for the workers")
     p.add_argument("--verbose", "-v", action="store_true", help="print each file")
 
@@ -132,7 +140,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--rekey re-encrypts an encrypted one with a new key",
     )
     _common(enc)
-    enc.add_argument("--cipher", choices=sorted(fm.CIPHERS), help="default sm4-gcm (--rekey: keep the cipher)")
+    enc.add_argument(
+        "--cipher", choices=sorted(fm.CIPHERS), help="default sm4-gcm (--rekey: keep the cipher)"
+    )
     enc.add_argument("--chunk-size", type=parse_size, default=fm.DEFAULT_CHUNK, help="default 4MiB")
     enc.add_argument("--rekey", action="store_true", help="SRC is encrypted with --key-file: re-encrypt it")
     enc.add_argument("--new-key-file", help="with --rekey: the new key")

@@ -284,7 +284,9 @@ def _done_digests(dst: Path) -> dict[str, str]:
     return done
 
 
-def _valid_prefix(runner: Runner, cipher: str, key: bytes, part: Path, header: fm.Header, rel: str) -> list[bytes]:
+def _valid_prefix(
+    runner: Runner, cipher: str, key: bytes, part: Path, header: fm.Header, rel: str
+) -> list[bytes]:
     """The digests of the chunks at the start of an interrupted ``part`` file that verify."""
     try:
         with open(part, "rb") as f:
@@ -307,6 +309,57 @@ def _valid_prefix(runner: Runner, cipher: str, key: bytes, part: Path, header: f
     return digests
 
 
+def _check_settings(src: Path, dst: Path, cipher: str, chunk_size: int) -> None:
+    if cipher not in fm.CIPHERS:
+        raise EncryptionError(f"--cipher {cipher!r}: give one of {', '.join(fm.CIPHERS)}")
+    if not fm.MIN_CHUNK <= chunk_size <= fm.MAX_CHUNK:
+        raise EncryptionError(
+            f"--chunk-size {chunk_size}: give {fm.MIN_CHUNK} bytes to 1 GiB (4 MiB is good)"
+        )
+    if (dst / fm.MANIFEST).exists():
+        raise EncryptionError(
+            f"{dst}: already holds an encrypted checkpoint ({fm.MANIFEST}); give an empty folder"
+        )
+    if src.resolve() == dst.resolve():
+        raise EncryptionError(f"{dst}: the destination must be another folder than the source")
+
+
+Pending = list[tuple[str, fm.Header, Path, list[bytes]]]
+
+
+def _prepare(
+    runner: Runner,
+    dst: Path,
+    state: dict[str, Any],
+    cipher: str,
+    chunk_size: int,
+    ckey: bytes,
+    done: dict[str, str],
+    entries: list[fm.FileEntry],
+    report: Report,
+) -> Pending:
+    """The files still to encrypt, each with the digests of the chunks an interrupted run left
+    verified; the finished ones go to ``entries``."""
+    salt = bytes.fromhex(state["salt"])
+    pending: Pending = []
+    for f in state["files"]:
+        rel = f["path"]
+        header = fm.Header(cipher, chunk_size, salt, bytes.fromhex(f["id"]), f["size"])
+        out = dst / (rel + fm.SUFFIX)
+        if rel in done and out.exists() and out.stat().st_size == header.encrypted_size:
+            entries.append(fm.FileEntry(rel, header.file_id, header.size, done[rel]))
+            report.resumed_chunks += header.chunks
+            continue
+        part = out.with_name(out.name + PARTIAL)
+        prefix = _valid_prefix(runner, cipher, ckey, part, header, rel) if part.exists() else []
+        report.resumed_chunks += len(prefix)
+        _create(part, header.encrypted_size, keep=bool(prefix))
+        if not prefix:
+            _pwrite(str(part), header.pack(), 0)
+        pending.append((rel, header, part, prefix))
+    return pending
+
+
 def encrypt_folder(
     src: Path,
     dst: Path,
@@ -318,14 +371,7 @@ def encrypt_folder(
     progress: Progress = _quiet,
 ) -> Report:
     """Encrypt every file under ``src`` into ``dst`` (resuming an interrupted run there)."""
-    if cipher not in fm.CIPHERS:
-        raise EncryptionError(f"--cipher {cipher!r}: give one of {', '.join(fm.CIPHERS)}")
-    if not fm.MIN_CHUNK <= chunk_size <= fm.MAX_CHUNK:
-        raise EncryptionError(f"--chunk-size {chunk_size}: give {fm.MIN_CHUNK} bytes to 1 GiB (4 MiB is good)")
-    if (dst / fm.MANIFEST).exists():
-        raise EncryptionError(f"{dst}: already holds an encrypted checkpoint ({fm.MANIFEST}); give an empty folder")
-    if src.resolve() == dst.resolve():
-        raise EncryptionError(f"{dst}: the destination must be another folder than the source")
+    _check_settings(src, dst, cipher, chunk_size)
     files = source_files(src)
     state = _run_state(dst, files, cipher, chunk_size, key)
     salt = bytes.fromhex(state["salt"])
@@ -335,22 +381,7 @@ def encrypt_folder(
     entries: list[fm.FileEntry] = []
     by_path = {rel: p for rel, p in files}
     with Runner(workers, threads) as runner, open(dst / DONE, "a") as journal:
-        pending: list[tuple[str, fm.Header, Path, list[bytes]]] = []
-        for f in state["files"]:
-            rel = f["path"]
-            header = fm.Header(cipher, chunk_size, salt, bytes.fromhex(f["id"]), f["size"])
-            out = dst / (rel + fm.SUFFIX)
-            if rel in done and out.exists() and out.stat().st_size == header.encrypted_size:
-                entries.append(fm.FileEntry(rel, header.file_id, header.size, done[rel]))
-                report.resumed_chunks += header.chunks
-                continue
-            part = out.with_name(out.name + PARTIAL)
-            prefix = _valid_prefix(runner, cipher, ckey, part, header, rel) if part.exists() else []
-            report.resumed_chunks += len(prefix)
-            _create(part, header.encrypted_size, keep=bool(prefix))
-            if not prefix:
-                _pwrite(str(part), header.pack(), 0)
-            pending.append((rel, header, part, prefix))
+        pending = _prepare(runner, dst, state, cipher, chunk_size, ckey, done, entries, report)
 
         def tasks() -> Iterator[Task]:
             for rel, header, part, prefix in pending:
@@ -490,7 +521,9 @@ def rekey_folder(
     chunk in memory: no plaintext is written anywhere."""
     manifest, _aead, _ = load_manifest(src, old_key)
     if (dst / fm.MANIFEST).exists():
-        raise EncryptionError(f"{dst}: already holds an encrypted checkpoint ({fm.MANIFEST}); give an empty folder")
+        raise EncryptionError(
+            f"{dst}: already holds an encrypted checkpoint ({fm.MANIFEST}); give an empty folder"
+        )
     new_cipher = cipher or manifest.cipher
     if new_cipher not in fm.CIPHERS:
         raise EncryptionError(f"--cipher {new_cipher!r}: give one of {', '.join(fm.CIPHERS)}")
@@ -498,7 +531,9 @@ def rekey_folder(
     salt = os.urandom(16)
     new_ckey = fm.cipher_key(new_key, new_cipher, salt)
     headers = [check_file(src, manifest, e) for e in manifest.files]
-    new_headers = [fm.Header(new_cipher, manifest.chunk_size, salt, e.file_id, e.size) for e in manifest.files]
+    new_headers = [
+        fm.Header(new_cipher, manifest.chunk_size, salt, e.file_id, e.size) for e in manifest.files
+    ]
     for e, nh in zip(manifest.files, new_headers, strict=True):
         part = dst / (e.path + fm.SUFFIX + PARTIAL)
         _create(part, nh.encrypted_size)
@@ -518,7 +553,9 @@ def rekey_folder(
             digests = [d or b"" for _, d in zip(range(h.chunks), results, strict=False)]
             report.chunks += h.chunks
             if not fm.same_digest(fm.tree_digest(digests), e.digest):
-                raise EncryptionError(f"{e.path}: its plaintext digest does not match the manifest's {e.digest}")
+                raise EncryptionError(
+                    f"{e.path}: its plaintext digest does not match the manifest's {e.digest}"
+                )
             os.replace(dst / (e.path + fm.SUFFIX + PARTIAL), dst / (e.path + fm.SUFFIX))
             progress(f"re-keyed {e.path}")
     new_manifest = fm.Manifest(new_cipher, manifest.chunk_size, salt, fm.key_id(new_key), manifest.files)

@@ -163,7 +163,14 @@ class Header:
 
     def pack(self) -> bytes:
         return _HEADER.pack(
-            MAGIC, self.version, CIPHERS[self.cipher], 0, self.chunk_size, self.set_id, self.file_id, self.size
+            MAGIC,
+            self.version,
+            CIPHERS[self.cipher],
+            0,
+            self.chunk_size,
+            self.set_id,
+            self.file_id,
+            self.size,
         )
 
     @property
@@ -187,7 +194,9 @@ class Header:
 def unpack_header(data: bytes, where: str) -> Header:
     """The header of an encrypted file (``where`` names it in errors)."""
     if len(data) < HEADER_SIZE:
-        raise EncryptionError(f"{where}: truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+        raise EncryptionError(
+            f"{where}: truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
+        )
     magic, version, cipher, _flags, chunk, set_id, file_id, size = _HEADER.unpack(data[:HEADER_SIZE])
     if magic != MAGIC:
         raise EncryptionError(f"{where}: not an encrypted checkpoint file (no {MAGIC!r} header)")
@@ -250,7 +259,8 @@ class Manifest:
             "salt": self.salt.hex(),
             "keyId": self.key_id,
             "files": [
-                {"path": f.path, "id": f.file_id.hex(), "size": f.size, "digest": f.digest} for f in self.files
+                {"path": f.path, "id": f.file_id.hex(), "size": f.size, "digest": f.digest}
+                for f in self.files
             ],
         }
 
@@ -319,7 +329,9 @@ def read_manifest(data: bytes, master: bytes) -> tuple[Manifest, Aead]:
         raise EncryptionError(f"{MANIFEST}: malformed ({e!r}); the manifest is damaged") from e
     files = []
     for f in raw["files"]:
-        files.append(FileEntry(_safe_path(f["path"]), bytes.fromhex(f["id"]), int(f["size"]), str(f["digest"])))
+        files.append(
+            FileEntry(_safe_path(f["path"]), bytes.fromhex(f["id"]), int(f["size"]), str(f["digest"]))
+        )
     chunk = raw.get("chunkSize")
     if not isinstance(chunk, int) or not MIN_CHUNK <= chunk <= MAX_CHUNK:
         raise EncryptionError(f"{MANIFEST}: chunk size {chunk!r} is out of range")
