@@ -44,3 +44,7 @@ LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_KIND = "LeaderWorkerSet"
 LWS_PLURAL = "leaderworkersets"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+
+# The init container of a serving pod that decrypts encrypted weights (builders/serving.py); the
+# diagnosis names its failures WeightsDecryptionFailed.
+DECRYPT_CONTAINER = "decrypt-weights"

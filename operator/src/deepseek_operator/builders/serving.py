@@ -13,6 +13,7 @@ from typing import Any
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import (
+    DECRYPT_CONTAINER,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     GPU_TAINT_KEY,
@@ -34,6 +35,8 @@ FETCH_MOUNT = "/model-cache"  # per-pod download folder (uri source without a ca
 REPO_MOUNT = "/triton-repo"  # the assembled Triton model repository (emptyDir)
 CONFIG_MOUNT = "/etc/deepseek/triton-config"  # the generated configs (ConfigMap)
 CREDENTIALS_MOUNT = "/var/run/secrets/deepseek/model"
+PLAINTEXT_MOUNT = "/decrypted-model"  # the decrypted checkpoint (encrypted weights): a pod-local volume
+KEY_MOUNT = "/var/run/secrets/deepseek/weights-key"  # the weights key, in the decrypt init container only
 ENGINE_CACHE_DIR = ".deepseek-operator/engines"
 TRITON_USER = 1000  # triton-server, the non-root user of NVIDIA's Triton images
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
@@ -53,6 +56,14 @@ def layout(spec: DeploymentSpec, plan: Plan) -> Layout:
     """Where things live for ``spec``; :class:`SpecError` when the engine path has nowhere to cache."""
     src = spec.model.source
     key = engine_cache_key(spec, plan)
+    if spec.encryption is not None and src.pvc is not None:
+        if plan.runtime != "pytorch" or plan.nodes_per_replica > 1:
+            raise SpecError(
+                "spec.model.encryption: encrypted weights are decrypted inside a single-node serving pod "
+                f"on the PyTorch path; this plan runs {plan.runtime} on {plan.nodes_per_replica} node(s) "
+                "per replica: use engine.runtime pytorch and a model that fits one node"
+            )
+        return Layout(PLAINTEXT_MOUNT, "", src.pvc.claim_name, MODEL_MOUNT)
     if src.pvc is not None:
         checkpoint = f"{MODEL_MOUNT}/{src.pvc.path}".rstrip("/")
         return Layout(checkpoint, f"{MODEL_MOUNT}/{ENGINE_CACHE_DIR}/{key}", src.pvc.claim_name, MODEL_MOUNT)
@@ -137,6 +148,7 @@ def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
             "plan": plan_identity(plan),
             # Added later: present only when set, so that existing revisions stay as they were.
             **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
+            **({"encryption": spec.encryption} if spec.encryption else {}),
         }
     )
 
@@ -291,6 +303,94 @@ def _credentials_env(spec: DeploymentSpec) -> list[dict[str, str]]:
     ]
 
 
+def checkpoint_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """The checkpoint's size on disk: the plan's weights at the checkpoint's own precision (the
+    catalog's, else spec.model.architecture's, else BF16), plus 5 % and 1 GiB for the tokenizer,
+    configs and file system overhead."""
+    arch = catalog.lookup(spec.model.id)
+    native = arch.native_precision if arch else "bf16"
+    if spec.model.architecture is not None:
+        native = spec.model.architecture.native_precision
+    ratio = BYTES_PER_PARAM.get(native, 2.0) / BYTES_PER_PARAM.get(plan.precision, 2.0)
+    return math.ceil(plan.weights_gib * ratio * 1.05) + 1
+
+
+DECRYPT_WORK_GIB = 2  # the decrypt command's own memory: Python, two chunks per worker in flight
+
+
+def plaintext_in_memory_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """Memory the decrypted checkpoint takes in the pod (0 unless it lives in a Memory volume)."""
+    enc = spec.encryption
+    return checkpoint_gib(spec, plan) if enc is not None and enc.plaintext_volume == "Memory" else 0
+
+
+def serving_memory_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """The serving container's memory: :func:`host_memory_gib`, except that a checkpoint decrypted
+    into memory replaces the page cache of the weights (the ranks read the files from the volume's
+    pages, which count against the pod once)."""
+    in_memory = plaintext_in_memory_gib(spec, plan)
+    if not in_memory:
+        return host_memory_gib(plan)
+    return host_memory_gib(plan) - math.ceil(plan.weights_gib / max(1, plan.nodes_per_replica)) + in_memory
+
+
+def decrypt_volumes(spec: DeploymentSpec, plan: Plan) -> list[dict[str, Any]]:
+    """The plaintext volume (in memory, or on the node's own disk) and the key Secret's volume."""
+    enc = spec.encryption
+    if enc is None:
+        return []
+    size = f"{checkpoint_gib(spec, plan)}Gi"
+    plaintext = (
+        {"medium": "Memory", "sizeLimit": size} if enc.plaintext_volume == "Memory" else {"sizeLimit": size}
+    )
+    return [
+        {"name": "plaintext-model", "emptyDir": plaintext},
+        {
+            "name": "weights-key",
+            "secret": {
+                "secretName": enc.key_secret,
+                "items": [{"key": enc.key, "path": "key"}],
+                "defaultMode": 0o440,
+            },
+        },
+    ]
+
+
+def decrypt_container(spec: DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """The init container that decrypts the checkpoint from the model volume into the pod's
+    plaintext volume with the operator's own ``decrypt`` command (docs/encryption.md); the only
+    container that mounts the key Secret."""
+    enc = spec.encryption
+    assert enc is not None and spec.model.source.pvc is not None
+    source = f"{MODEL_MOUNT}/{spec.model.source.pvc.path}".rstrip("/")
+    memory = f"{plaintext_in_memory_gib(spec, plan) + DECRYPT_WORK_GIB}Gi"
+    cpu = str(4 * plan.gpus_per_replica)  # the serving container's CPUs: the pod has them anyway
+    return {
+        "name": DECRYPT_CONTAINER,
+        "image": enc.image,
+        "command": [
+            "deepseek-operator",
+            "decrypt",
+            source,
+            PLAINTEXT_MOUNT,
+            "--key-file",
+            f"{KEY_MOUNT}/key",
+        ],
+        # The decrypted files are written by this container, so their pages count against its
+        # memory limit while it runs, and the pod's afterwards (the serving container's request
+        # has them too).
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True},
+            {"name": "plaintext-model", "mountPath": PLAINTEXT_MOUNT},
+            {"name": "weights-key", "mountPath": KEY_MOUNT, "readOnly": True},
+        ],
+        "securityContext": _container_security(),
+        # The command's last line names the file and chunk that failed; status quotes it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
 def fetch_command(spec: DeploymentSpec, lay: Layout) -> str:
     """Shell that downloads a uri source into the checkpoint folder once (:mod:`.fetch`)."""
     return fetch.fetch_command(spec, lay.checkpoint_dir)
@@ -380,9 +480,10 @@ def build_deployment(
         {"name": "triton-config", "configMap": {"name": config_name}},
         {"name": "triton-repo", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_size_gib(plan)}Gi"}},
+        *decrypt_volumes(spec, plan),
     ]
     security = _container_security()
-    init: list[dict[str, Any]] = []
+    init: list[dict[str, Any]] = [decrypt_container(spec, plan)] if spec.encryption else []
     if spec.model.source.uri:
         # Downloading needs a writable model store: the cache PVC or the per-pod folder.
         fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model-store" else m for m in mounts]
@@ -423,7 +524,7 @@ def build_deployment(
         else []
     )
     env += _credentials_env(spec)
-    mem_gib = host_memory_gib(plan)
+    mem_gib = serving_memory_gib(spec, plan)
     period = 10
     probe = {"httpGet": {"port": "http"}, "periodSeconds": period, "timeoutSeconds": 5}
     container = {
@@ -457,6 +558,11 @@ def build_deployment(
             *mounts,
             {"name": "triton-repo", "mountPath": REPO_MOUNT, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *(
+                [{"name": "plaintext-model", "mountPath": PLAINTEXT_MOUNT, "readOnly": True}]
+                if spec.encryption
+                else []
+            ),
         ],
         "securityContext": security,
     }
