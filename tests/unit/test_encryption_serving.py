@@ -1,0 +1,261 @@
+"""spec.model.encryption in the serving stack: the decrypt init container (the only one that
+mounts the key Secret), the plaintext in a pod-local volume counted in memory, the golden pod
+spec, the checked key Secret reference, and WeightsDecryptionFailed from the init container's
+own message."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deepseek_operator.__main__ import main
+from deepseek_operator.api.spec import parse_spec
+from deepseek_operator.builders import serving
+from deepseek_operator.diagnosis import pod_blocker, slim_pod
+from deepseek_operator.encryption import folder
+from deepseek_operator.encryption import format as fm
+from deepseek_operator.errors import SpecError
+from deepseek_operator.planning.placement import Refusal, catalog_nodes
+from deepseek_operator.reconcile import report
+from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile.spec_step import references
+from deepseek_operator.status import Condition
+from tests.unit.test_golden_children import GOLDEN, _body, _check, first_deployment
+from tests.unit.test_golden_children import SAMPLES as GOLDEN_SAMPLES
+
+pytestmark = pytest.mark.unit
+
+ENCRYPTION = {"cipher": "sm4-gcm", "keySecret": {"name": "weights-key", "key": "key"}}
+
+
+def encrypted_body(**encryption: Any) -> dict[str, Any]:
+    (sample,) = [s for s in GOLDEN_SAMPLES if s.stem == "r1-distill-qwen-7b"]
+    body = _body(sample)
+    body["spec"]["engine"]["runtime"] = "pytorch"
+    body["spec"]["model"]["encryption"] = {**copy.deepcopy(ENCRYPTION), **encryption}
+    return body
+
+
+def _deployment(body: dict[str, Any]) -> dict[str, Any]:
+    (dep,) = [o for o in first_deployment(body) if o["kind"] == "Deployment"]
+    return dep
+
+
+def test_encrypted_children_match_golden() -> None:
+    _check(first_deployment(encrypted_body()), GOLDEN / "encrypted-r1-qwen-7b.yaml")
+
+
+def test_the_key_secret_is_mounted_only_into_the_decrypt_init_container() -> None:
+    objects = first_deployment(encrypted_body())
+    assert not [o for o in objects if o["kind"] == "Job"]  # the PyTorch path builds no engine
+    pod = _deployment(encrypted_body())["spec"]["template"]["spec"]
+    (key_volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert key_volume["secret"]["secretName"] == "weights-key"
+    containers = pod["initContainers"] + pod["containers"]
+    mounting = [
+        c["name"] for c in containers if any(m["name"] == key_volume["name"] for m in c["volumeMounts"])
+    ]
+    assert mounting == ["decrypt-weights"]
+    assert pod["initContainers"][0]["name"] == "decrypt-weights"  # before anything reads the model
+    text = yaml.safe_dump(objects)
+    assert text.count("secretName: weights-key") == 1  # one Secret volume, no env from it, no other object
+
+
+def test_the_plaintext_lives_in_memory_counted_in_the_pods_memory() -> None:
+    body = encrypted_body()
+    spec = parse_spec(body["spec"])
+    plan = rv.plan_for(body, spec, catalog_nodes())
+    assert not isinstance(plan, Refusal)
+    pod = _deployment(body)["spec"]["template"]["spec"]
+    (plain,) = [v for v in pod["volumes"] if v["name"] == "plaintext-model"]
+    size = serving.checkpoint_gib(spec, plan)
+    assert plain["emptyDir"] == {"medium": "Memory", "sizeLimit": f"{size}Gi"}
+    # 7.6B parameters in BF16: about 14 GiB of weights on disk.
+    assert 14 <= size <= 17
+    (triton,) = pod["containers"]
+    (decrypt, *_) = pod["initContainers"]
+    mounts = {m["name"]: m for m in triton["volumeMounts"]}
+    assert mounts["plaintext-model"] == {
+        "name": "plaintext-model",
+        "mountPath": "/decrypted-model",
+        "readOnly": True,
+    }
+    plain_mount = {m["name"]: m for m in decrypt["volumeMounts"]}["plaintext-model"]
+    assert not plain_mount.get("readOnly")
+    memory = int(triton["resources"]["requests"]["memory"].removesuffix("Gi"))
+    unencrypted = serving.host_memory_gib(plan)
+    assert memory == unencrypted - round(plan.weights_gib + 0.5) + size
+    assert memory >= size + serving.HOST_GIB_PER_RANK
+    assert decrypt["resources"]["limits"]["memory"] == f"{size + serving.DECRYPT_WORK_GIB}Gi"
+    # The model repository points Triton at the decrypted copy, never at the encrypted volume.
+    (cm,) = [o for o in first_deployment(body) if o["kind"] == "ConfigMap"]
+    assert "/decrypted-model" in yaml.safe_dump(cm) and "/models/deepseek" not in yaml.safe_dump(cm)
+
+
+def test_node_disk_plaintext_is_an_emptydir_on_the_node_and_not_in_memory() -> None:
+    body = encrypted_body(plaintextVolume="NodeDisk")
+    pod = _deployment(body)["spec"]["template"]["spec"]
+    (plain,) = [v for v in pod["volumes"] if v["name"] == "plaintext-model"]
+    assert "medium" not in plain["emptyDir"] and plain["emptyDir"]["sizeLimit"].endswith("Gi")
+    spec = parse_spec(body["spec"])
+    plan = rv.plan_for(body, spec, catalog_nodes())
+    assert not isinstance(plan, Refusal)
+    (triton,) = pod["containers"]
+    assert triton["resources"]["requests"]["memory"] == f"{serving.host_memory_gib(plan)}Gi"
+
+
+def test_changing_the_key_secret_is_a_new_revision() -> None:
+    def revision(body: dict[str, Any]) -> str:
+        spec = parse_spec(body["spec"])
+        plan = rv.plan_for(body, spec, catalog_nodes())
+        assert not isinstance(plan, Refusal)
+        return serving.revision_hash(spec, plan)
+
+    plain = encrypted_body()
+    del plain["spec"]["model"]["encryption"]
+    revisions = {
+        revision(plain),
+        revision(encrypted_body()),
+        revision(encrypted_body(keySecret={"name": "weights-key-2026-12"})),
+        revision(encrypted_body(cipher="aes-256-gcm")),
+    }
+    assert len(revisions) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"keySecret": {"name": "Bad_Name"}}, "spec.model.encryption.keySecret.name"),
+        ({"keySecret": {}}, "spec.model.encryption.keySecret.name"),
+        ({"keySecret": {"name": "k", "key": "a/b"}}, "spec.model.encryption.keySecret.key"),
+        ({"cipher": "des"}, "spec.model.encryption.cipher"),
+        ({"plaintextVolume": "Tmp"}, "spec.model.encryption.plaintextVolume"),
+    ],
+)
+def test_bad_encryption_fields_are_named(change: dict[str, Any], words: str) -> None:
+    body = encrypted_body()
+    body["spec"]["model"]["encryption"].update(change)
+    with pytest.raises(SpecError, match=words.replace(".", r"\.")):
+        parse_spec(body["spec"])
+
+
+def test_encryption_needs_a_volume_and_the_pytorch_path() -> None:
+    body = encrypted_body()
+    body["spec"]["engine"]["runtime"] = "tensorrt-llm"
+    with pytest.raises(SpecError, match=r"needs spec\.engine\.runtime: pytorch"):
+        parse_spec(body["spec"])
+    body = encrypted_body()
+    body["spec"]["model"]["source"] = {"uri": "s3://bucket/model"}
+    with pytest.raises(SpecError, match=r"needs spec\.model\.source\.pvc"):
+        parse_spec(body["spec"])
+
+
+def test_the_key_secret_is_a_checked_reference() -> None:
+    refs = references(parse_spec(encrypted_body()["spec"]), "llm")
+    assert [(r.kind, r.name, r.field) for r in refs][-1] == (
+        "Secret",
+        "weights-key",
+        "spec.model.encryption.keySecret.name",
+    )
+
+
+# --------------------------------------------------------------------------- the init container failing
+
+
+def _run_pod_command(command: list[str], tmp: Path) -> int:
+    """The decrypt init container's command, run here with the pod's paths mapped into ``tmp``."""
+    assert command[0] == "deepseek-operator"
+    mapped = [
+        a.replace(serving.MODEL_MOUNT, str(tmp / "models"))
+        .replace(serving.PLAINTEXT_MOUNT, str(tmp / "plain"))
+        .replace(serving.KEY_MOUNT, str(tmp / "key"))
+        for a in command[1:]
+    ]
+    return main([*mapped, "--workers", "1"])
+
+
+def _failed_pod(message: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r1-qwen-7b-abc-1", "namespace": "llm"},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "decrypt-weights",
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": message}},
+                }
+            ],
+        },
+    }
+
+
+def test_the_pods_decrypt_command_decrypts_and_a_tampered_chunk_becomes_the_condition(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decrypt = _deployment(encrypted_body())["spec"]["template"]["spec"]["initContainers"][0]
+    # The checkpoint as an admin would put it on the volume: encrypted at spec.model.source.pvc.path.
+    src = tmp_path / "checkpoint"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.safetensors").write_bytes(os.urandom(5000))
+    (src / "sub" / "config.json").write_text("{}")
+    key = fm.new_key()
+    (tmp_path / "key").mkdir()
+    (tmp_path / "key" / "key").write_text(fm.format_key(key))
+    enc = tmp_path / "models" / "deepseek" / "r1-qwen-7b"
+    folder.encrypt_folder(src, enc, key, "sm4-gcm", 1024)
+    assert _run_pod_command(decrypt["command"], tmp_path) == 0
+    assert (tmp_path / "plain" / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    # Tampered on the volume: the next pod's init container fails, naming the file and chunk.
+    target = enc / "model.safetensors.enc"
+    data = bytearray(target.read_bytes())
+    data[fm.HEADER_SIZE + 2 * (1024 + fm.RECORD_OVERHEAD) + 40] ^= 4
+    target.write_bytes(bytes(data))
+    capsys.readouterr()
+    (tmp_path / "plain" / folder.DECRYPTED).unlink()
+    assert _run_pod_command(decrypt["command"], tmp_path) == 2
+    log = capsys.readouterr().err
+    assert "model.safetensors.enc: chunk 2 of 5" in log
+    # FallbackToLogsOnError puts that log's end into the termination message; status quotes it.
+    assert decrypt["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    blocker = pod_blocker([slim_pod(_failed_pod(log))], "serving")
+    assert blocker is not None and blocker.reason == "WeightsDecryptionFailed"
+    assert "model.safetensors.enc: chunk 2 of 5" in blocker.message
+    assert "r1-qwen-7b-abc-1" in blocker.message and "keySecret" in blocker.message
+
+
+def test_a_wrong_key_is_named_in_the_blocker() -> None:
+    message = (
+        "deepseek-operator: wrong key: the checkpoint was encrypted with key id aa, the key given has id bb"
+    )
+    pod = _failed_pod(message)
+    pod["status"]["initContainerStatuses"][0]["state"] = {"terminated": {"exitCode": 2, "message": message}}
+    blocker = pod_blocker([pod], "serving")
+    assert blocker is not None and blocker.reason == "WeightsDecryptionFailed"
+    assert "wrong key" in blocker.message and "exit code 2" in blocker.message
+
+
+def test_other_init_containers_failing_are_not_decryption_failures() -> None:
+    pod = _failed_pod("boom")
+    pod["status"]["initContainerStatuses"][0]["name"] = "assemble-model-repository"
+    blocker = pod_blocker([pod], "serving")
+    assert blocker is not None and blocker.reason == "CrashLoopBackOff"
+
+
+def test_decryption_failure_sets_engine_ready_false_and_one_event() -> None:
+    pod = _failed_pod("deepseek-operator: x.enc: chunk 0 of 1 (plaintext bytes 0..3): authentication failed")
+    blocker = pod_blocker([pod], "serving")
+    assert blocker is not None
+    conds = report._blocked_conditions([Condition("Ready", "False", "Pending", "")], "Pending", blocker)
+    engine = next(c for c in conds if c.type == "EngineReady")
+    assert (engine.status, engine.reason) == ("False", "WeightsDecryptionFailed")
+    assert "x.enc: chunk 0 of 1" in engine.message
+    patch = {"conditions": [{"type": "EngineReady", "reason": engine.reason, "message": engine.message}]}
+    assert report.decryption_events({}, patch) == [("Warning", "WeightsDecryptionFailed", engine.message)]
+    assert report.decryption_events(patch, patch) == []  # not again while it says the same
