@@ -58,13 +58,13 @@ def default_workers() -> int:
 def _pread(path: str, length: int, offset: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        out = bytearray()
-        while len(out) < length:
-            piece = os.pread(fd, length - len(out), offset + len(out))
+        data = os.pread(fd, length, offset)  # one copy, from the page cache, with the GIL released
+        while len(data) < length:
+            piece = os.pread(fd, length - len(data), offset + len(data))
             if not piece:
                 break
-            out += piece
-        return bytes(out)
+            data += piece
+        return data
     finally:
         os.close(fd)
 
