@@ -172,6 +172,59 @@ def rss(work: Path, gib: float, workers: int, cipher: str) -> dict[str, object]:
     return result
 
 
+def end_to_end(args: argparse.Namespace) -> None:
+    """The commands a cluster runs: ``deepseek-operator encrypt`` onto the volume, then ``decrypt``
+    into a memory folder (``--out``, e.g. /dev/shm, as the pod's emptyDir), warm and with the page
+    cache dropped (root only), each in a child process; peak RSS of its largest process."""
+    work = Path(args.dir or tempfile.mkdtemp(prefix="dso-bench-e2e-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = int(args.end_to_end * (1 << 30))
+    files = max(1, int(args.end_to_end // 4))
+    key_file = work / "key"
+    key_file.write_text(fm.format_key(fm.new_key()))
+    here = str(Path(__file__).resolve().parents[1] / "operator" / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+
+    def command(*argv: str) -> tuple[float, float]:
+        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "deepseek_operator", *argv], check=True, env=env)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return time.perf_counter() - start, max(peak, before) / 1024
+
+    for cipher in args.ciphers.split(","):
+        src, enc, out = work / "e2e-src", work / "e2e-enc", Path(args.out) / "e2e-plain"
+        for p in (src, enc, out):
+            shutil.rmtree(p, ignore_errors=True)
+        synthetic(src, size, files)
+        took, rss_mib = command(
+            "encrypt", str(src), str(enc), "--key-file", str(key_file), "--cipher", cipher
+        )
+        print(
+            f"e2e {cipher}: encrypt {size / 1e9:.1f} GB ({files} files) in {took:.1f} s = "
+            f"{size / 1e9 / took:.2f} GB/s, peak RSS {rss_mib:.0f} MiB",
+            flush=True,
+        )
+        shutil.rmtree(src)
+        for cache in ("warm", "cold"):
+            if cache == "cold":
+                try:
+                    os.sync()
+                    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+                except OSError as e:
+                    print(f"e2e {cipher}: cannot drop the page cache ({e}); skipping the cold run")
+                    continue
+            shutil.rmtree(out, ignore_errors=True)
+            took, rss_mib = command("decrypt", str(enc), str(out), "--key-file", str(key_file))
+            print(
+                f"e2e {cipher}: decrypt ({cache} page cache) into {args.out}: {took:.1f} s = "
+                f"{size / 1e9 / took:.2f} GB/s, peak RSS {rss_mib:.0f} MiB",
+                flush=True,
+            )
+        for p in (enc, out):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", help="work folder (default: a temporary folder)")
@@ -180,12 +233,23 @@ def main() -> int:
     p.add_argument("--rss-gib", type=float, default=8.0)
     p.add_argument("--ciphers", default="sm4-gcm,aes-256-gcm")
     p.add_argument("--no-threads", action="store_true", help="skip the thread-pool runs")
+    p.add_argument(
+        "--end-to-end",
+        type=float,
+        default=0,
+        metavar="GIB",
+        help="instead: the encrypt and decrypt commands on a checkpoint of GIB GiB",
+    )
+    p.add_argument("--out", default="/dev/shm", help="--end-to-end: where decrypt writes (default /dev/shm)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rss-whole", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rss-cap-gib", type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child:
         rss_child(args)
+        return 0
+    if args.end_to_end:
+        end_to_end(args)
         return 0
     work = Path(args.dir or tempfile.mkdtemp(prefix="dso-bench-enc-"))
     rows = []

@@ -211,6 +211,11 @@ def test_the_pods_decrypt_command_decrypts_and_a_tampered_chunk_becomes_the_cond
     enc = tmp_path / "models" / "deepseek" / "r1-qwen-7b"
     folder.encrypt_folder(src, enc, key, "sm4-gcm", 1024)
     assert _run_pod_command(decrypt["command"], tmp_path) == 0
+    assert decrypt["command"][-2:] == ["--cipher", "sm4-gcm"]
+    (tmp_path / "plain" / folder.DECRYPTED).unlink()
+    assert _run_pod_command([*decrypt["command"][:-1], "aes-256-gcm"], tmp_path) == 2
+    assert "encrypted with sm4-gcm, not aes-256-gcm" in capsys.readouterr().err
+    assert _run_pod_command(decrypt["command"], tmp_path) == 0
     assert (tmp_path / "plain" / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     # Tampered on the volume: the next pod's init container fails, naming the file and chunk.
     target = enc / "model.safetensors.enc"

@@ -375,6 +375,8 @@ def decrypt_container(spec: DeploymentSpec, plan: Plan) -> dict[str, Any]:
             PLAINTEXT_MOUNT,
             "--key-file",
             f"{KEY_MOUNT}/key",
+            "--cipher",
+            enc.cipher,
         ],
         # The decrypted files are written by this container, so their pages count against its
         # memory limit while it runs, and the pod's afterwards (the serving container's request

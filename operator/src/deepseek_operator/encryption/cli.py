@@ -106,6 +106,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         args.threads,
         args.verify_digests,
         _say if args.verbose else folder._quiet,
+        args.cipher,
     )
     if report.skipped:
         _say(f"{args.dst} already holds this checkpoint ({report.files} files): nothing to do")
@@ -154,5 +155,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--verify-digests",
         action="store_true",
         help="also check each file's plaintext SHA-256 digest against the manifest",
+    )
+    dec.add_argument(
+        "--cipher", choices=sorted(fm.CIPHERS), help="refuse a checkpoint encrypted with another cipher"
     )
     dec.set_defaults(func=cmd_decrypt)

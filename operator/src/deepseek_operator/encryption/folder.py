@@ -471,9 +471,16 @@ def decrypt_folder(
     threads: bool = False,
     verify_digests: bool = False,
     progress: Progress = _quiet,
+    cipher: str | None = None,
 ) -> Report:
-    """Decrypt the checkpoint in ``src`` into ``dst`` (nothing to do when ``dst`` already holds it)."""
+    """Decrypt the checkpoint in ``src`` into ``dst`` (nothing to do when ``dst`` already holds it);
+    ``cipher``: refuse a checkpoint encrypted with another one."""
     manifest, _aead, raw = load_manifest(src, key)
+    if cipher is not None and manifest.cipher != cipher:
+        raise EncryptionError(
+            f"{src}: the checkpoint is encrypted with {manifest.cipher}, not {cipher} as asked "
+            "(spec.model.encryption.cipher): set the cipher it was encrypted with"
+        )
     ckey = fm.cipher_key(key, manifest.cipher, manifest.salt)
     stamp = hashlib.sha256(raw).hexdigest()
     marker = dst / DECRYPTED
