@@ -6,6 +6,7 @@ own message."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 
 from deepseek_operator.__main__ import main
 from deepseek_operator.api.spec import parse_spec
+from deepseek_operator.api.types import Role
 from deepseek_operator.builders import serving
 from deepseek_operator.diagnosis import pod_blocker, slim_pod
 from deepseek_operator.encryption import folder
@@ -23,8 +25,12 @@ from deepseek_operator.errors import SpecError
 from deepseek_operator.planning.placement import Refusal, catalog_nodes
 from deepseek_operator.reconcile import report
 from deepseek_operator.reconcile import revision as rv
+from deepseek_operator.reconcile.facts import AnalysisRun
 from deepseek_operator.reconcile.spec_step import references
+from deepseek_operator.rollout.decisions import Measurement, Revisions
+from deepseek_operator.rollout.figures import startup_failure
 from deepseek_operator.status import Condition
+from tests.support.world import World
 from tests.unit.test_golden_children import GOLDEN, _body, _check, first_deployment
 from tests.unit.test_golden_children import SAMPLES as GOLDEN_SAMPLES
 
@@ -264,3 +270,49 @@ def test_decryption_failure_sets_engine_ready_false_and_one_event() -> None:
     patch = {"conditions": [{"type": "EngineReady", "reason": engine.reason, "message": engine.message}]}
     assert report.decryption_events({}, patch) == [("Warning", "WeightsDecryptionFailed", engine.message)]
     assert report.decryption_events(patch, patch) == []  # not again while it says the same
+
+
+# --------------------------------------------------------------------------- a canary that cannot decrypt
+
+
+def test_a_canary_that_cannot_decrypt_is_rolled_back_and_the_stable_revision_serves_on() -> None:
+    plain = encrypted_body()
+    del plain["spec"]["model"]["encryption"]
+    w = World(plain)
+    w.converge()
+    stable = Revisions.from_status(w.body["status"]["revisions"]).stable
+    w.references[("Secret", "weights-key")] = True
+    w.change_spec(model__encryption=copy.deepcopy(ENCRYPTION))
+    w.converge()
+    canary = Revisions.from_status(w.body["status"]["revisions"]).canary
+    assert canary and canary != stable
+    line = (
+        "deepseek-operator: wrong key: the checkpoint was encrypted with key id aa, the key given has id bb"
+    )
+
+    def break_canary() -> list[dict[str, Any]]:
+        pods = [p for (k, _), p in w.children.items() if k == "Pod" and canary in p["metadata"]["name"]]
+        for pod in pods:
+            pod["status"] = _failed_pod(line)["status"]
+        dep = w.children[("Deployment", f"r1-qwen-7b-{canary}")]
+        dep["status"] = {**dep["status"], "readyReplicas": 0}
+        return pods
+
+    pods = break_canary()
+    assert pods
+    w.apply(w.decide())
+    conds = {c["type"]: c for c in w.body["status"]["conditions"]}
+    assert conds["EngineReady"]["reason"] == "WeightsDecryptionFailed"
+    assert "wrong key" in conds["EngineReady"]["message"]
+    assert conds["Ready"]["status"] == "True"  # the stable revision serves
+    assert [e for e in w.events if e[1] == "WeightsDecryptionFailed"]
+    for _ in range(3):  # failureLimit analyses of a canary whose pods cannot start
+        w.now += dt.timedelta(seconds=31)
+        failure = startup_failure(break_canary())
+        assert failure and "decrypt-weights" in failure
+        run = AnalysisRun(canary, Role.CANARY, Measurement(startup_failure=failure), None)
+        w.apply(w.decide(run))
+    revs = Revisions.from_status(w.body["status"]["revisions"])
+    assert revs.stable == stable and not revs.canary and canary in revs.failed
+    assert w.body["status"]["lastRollback"]["from"] == canary
+    assert ("Deployment", f"r1-qwen-7b-{stable}") in w.children
