@@ -433,3 +433,25 @@ def test_commands_keygen_encrypt_decrypt_rekey(tmp_path: Path, capsys: pytest.Ca
     _same(src, out)
     assert main(["decrypt", str(enc), str(out), "--key-file", str(tmp_path / "nope")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_symbolic_links_to_files_are_encrypted_as_their_content(tmp_path: Path) -> None:
+    # A Hugging Face cache snapshot is symbolic links into its blobs folder.
+    blobs = _tree(tmp_path / "blobs", {"abc123": 3 * CHUNK + 1})
+    src = tmp_path / "snapshot"
+    src.mkdir()
+    (src / "model.safetensors").symlink_to(blobs / "abc123")
+    key = fm.new_key()
+    folder.encrypt_folder(src, tmp_path / "enc", key, "aes-256-gcm", CHUNK)
+    folder.decrypt_folder(tmp_path / "enc", tmp_path / "out", key)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == (blobs / "abc123").read_bytes()
+    (src / "gone").symlink_to(tmp_path / "nothing")
+    with pytest.raises(EncryptionError, match="gone: a broken symbolic link"):
+        folder.encrypt_folder(src, tmp_path / "enc2", key, "aes-256-gcm", CHUNK)
+
+
+def test_the_destination_must_be_outside_the_source(tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", {"a": 10})
+    for dst in (src, src / "enc"):
+        with pytest.raises(EncryptionError, match="must be a folder outside the source"):
+            folder.encrypt_folder(src, dst, fm.new_key(), "sm4-gcm", CHUNK)

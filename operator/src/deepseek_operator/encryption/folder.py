@@ -197,6 +197,8 @@ def source_files(src: Path) -> list[tuple[str, Path]]:
         for name in files:
             p = Path(root, name)
             rel = p.relative_to(src).as_posix()
+            if p.is_symlink() and not p.exists():
+                raise EncryptionError(f"{p}: a broken symbolic link; fix or remove it before encrypting")
             if p.is_file():
                 out.append((rel, p))
     return sorted(out)
@@ -320,8 +322,8 @@ def _check_settings(src: Path, dst: Path, cipher: str, chunk_size: int) -> None:
         raise EncryptionError(
             f"{dst}: already holds an encrypted checkpoint ({fm.MANIFEST}); give an empty folder"
         )
-    if src.resolve() == dst.resolve():
-        raise EncryptionError(f"{dst}: the destination must be another folder than the source")
+    if src.resolve() == dst.resolve() or src.resolve() in dst.resolve().parents:
+        raise EncryptionError(f"{dst}: the destination must be a folder outside the source {src}")
 
 
 Pending = list[tuple[str, fm.Header, Path, list[bytes]]]
