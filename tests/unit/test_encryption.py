@@ -455,3 +455,23 @@ def test_the_destination_must_be_outside_the_source(tmp_path: Path) -> None:
     for dst in (src, src / "enc"):
         with pytest.raises(EncryptionError, match="must be a folder outside the source"):
             folder.encrypt_folder(src, dst, fm.new_key(), "sm4-gcm", CHUNK)
+
+
+def test_decrypt_can_leave_out_files_and_encrypt_if_missing_is_idempotent(tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", {"w/model.safetensors": 300, "tokenizer.json": 20, "config.json": 5})
+    key = fm.new_key()
+    enc = tmp_path / "enc"
+    folder.encrypt_folder(src, enc, key, "sm4-gcm", CHUNK)
+    out = tmp_path / "out"
+    folder.decrypt_folder(enc, out, key, exclude=("*.safetensors",))
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        folder.DECRYPTED,
+        "config.json",
+        "tokenizer.json",
+    ]
+    # Another selection into the same folder is not taken for the one already there.
+    assert not folder.decrypt_folder(enc, out, key).skipped
+    assert (out / "w/model.safetensors").read_bytes() == (src / "w/model.safetensors").read_bytes()
+    assert folder.encrypt_folder(src, enc, key, "sm4-gcm", CHUNK, if_missing=True).skipped
+    with pytest.raises(EncryptionError, match="wrong key"):
+        folder.encrypt_folder(src, enc, fm.new_key(), "sm4-gcm", CHUNK, if_missing=True)

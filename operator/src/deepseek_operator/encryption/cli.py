@@ -85,7 +85,11 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         workers,
         args.threads,
         progress,
+        args.if_missing,
     )
+    if report.skipped:
+        _say(f"{args.dst} already holds a checkpoint encrypted with this key: nothing to do")
+        return 0
     resumed = (
         f", {report.resumed_chunks} chunks kept from an interrupted run" if report.resumed_chunks else ""
     )
@@ -107,6 +111,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         args.verify_digests,
         _say if args.verbose else folder._quiet,
         args.cipher,
+        tuple(args.exclude or ()),
     )
     if report.skipped:
         _say(f"{args.dst} already holds this checkpoint ({report.files} files): nothing to do")
@@ -147,6 +152,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     enc.add_argument("--chunk-size", type=parse_size, default=fm.DEFAULT_CHUNK, help="default 4MiB")
     enc.add_argument("--rekey", action="store_true", help="SRC is encrypted with --key-file: re-encrypt it")
     enc.add_argument("--new-key-file", help="with --rekey: the new key")
+    enc.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="nothing to do when DST already holds a checkpoint encrypted with this key",
+    )
     enc.set_defaults(func=cmd_encrypt)
 
     dec = sub.add_parser("decrypt", help="decrypt an encrypted checkpoint folder (refuses any tampering)")
@@ -158,5 +168,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )
     dec.add_argument(
         "--cipher", choices=sorted(fm.CIPHERS), help="refuse a checkpoint encrypted with another cipher"
+    )
+    dec.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave out files whose path or name matches this shell pattern (repeatable), e.g. '*.bin'",
     )
     dec.set_defaults(func=cmd_decrypt)

@@ -15,6 +15,8 @@ verify; the manifest is written last.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import fnmatch
 import hashlib
 import json
 import math
@@ -371,8 +373,13 @@ def encrypt_folder(
     workers: int = 1,
     threads: bool = False,
     progress: Progress = _quiet,
+    if_missing: bool = False,
 ) -> Report:
-    """Encrypt every file under ``src`` into ``dst`` (resuming an interrupted run there)."""
+    """Encrypt every file under ``src`` into ``dst`` (resuming an interrupted run there);
+    ``if_missing``: nothing to do when ``dst`` already holds a checkpoint encrypted with ``key``."""
+    if if_missing and (dst / fm.MANIFEST).exists():
+        load_manifest(dst, key)  # it must be one of this key's: else the error names the key ids
+        return Report(skipped=True)
     _check_settings(src, dst, cipher, chunk_size)
     files = source_files(src)
     state = _run_state(dst, files, cipher, chunk_size, key)
@@ -474,10 +481,22 @@ def decrypt_folder(
     verify_digests: bool = False,
     progress: Progress = _quiet,
     cipher: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> Report:
     """Decrypt the checkpoint in ``src`` into ``dst`` (nothing to do when ``dst`` already holds it);
-    ``cipher``: refuse a checkpoint encrypted with another one."""
+    ``cipher``: refuse a checkpoint encrypted with another one; ``exclude``: leave out the files
+    whose path or name matches one of these shell patterns."""
     manifest, _aead, raw = load_manifest(src, key)
+    if exclude:
+        kept = tuple(
+            e
+            for e in manifest.files
+            if not any(
+                fnmatch.fnmatch(e.path, p) or fnmatch.fnmatch(e.path.rsplit("/", 1)[-1], p) for p in exclude
+            )
+        )
+        manifest = dataclasses.replace(manifest, files=kept)
+        raw += json.dumps(sorted(exclude)).encode()
     if cipher is not None and manifest.cipher != cipher:
         raise EncryptionError(
             f"{src}: the checkpoint is encrypted with {manifest.cipher}, not {cipher} as asked "
