@@ -1,6 +1,7 @@
 """Encrypted weights against the real control plane: admission refuses what cannot be decrypted in
-a serving pod; a new revision whose key Secret is missing is named in status and leaves the serving
-revision alone; once the Secret exists, the canary's pods carry the decrypt init container."""
+a pod (a uri source) and bad fields; a new revision whose key Secret is missing is named in
+status and leaves the serving revision alone; once the Secret exists, the canary's pods carry the
+decrypt init container."""
 
 from __future__ import annotations
 
@@ -45,16 +46,16 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
 
-def test_admission_refuses_encryption_on_the_engine_path(
+def test_admission_refuses_what_cannot_be_decrypted_in_a_pod(
     kube_api: Any, namespace: str, crds: list[str]
 ) -> None:
     body = _body()
-    body["spec"]["engine"]["runtime"] = "tensorrt-llm"
+    body["spec"]["model"]["source"] = {"uri": "s3://bucket/r1-qwen-7b"}
     body["spec"]["model"]["encryption"] = copy.deepcopy(ENCRYPTION)
     with pytest.raises(client.exceptions.ApiException) as e:
         kube.server_side_apply(kube_api, body, "user", namespace)
     assert e.value.status == 422
-    assert "spec.model.encryption: needs spec.engine.runtime: pytorch" in str(e.value.body)
+    assert "spec.model.encryption: needs spec.model.source.pvc" in str(e.value.body)
     body = _body()
     body["spec"]["model"]["encryption"] = {"keySecret": {"name": "Bad_Name"}}
     with pytest.raises(client.exceptions.ApiException) as e:

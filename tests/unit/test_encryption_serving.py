@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,7 @@ def test_bad_encryption_fields_are_named(change: dict[str, Any], words: str) -> 
         parse_spec(body["spec"])
 
 
-def test_encryption_needs_a_volume_and_the_pytorch_path() -> None:
-    body = encrypted_body()
-    body["spec"]["engine"]["runtime"] = "tensorrt-llm"
-    with pytest.raises(SpecError, match=r"needs spec\.engine\.runtime: pytorch"):
-        parse_spec(body["spec"])
+def test_encryption_needs_a_volume() -> None:
     body = encrypted_body()
     body["spec"]["model"]["source"] = {"uri": "s3://bucket/model"}
     with pytest.raises(SpecError, match=r"needs spec\.model\.source\.pvc"):
@@ -316,3 +313,164 @@ def test_a_canary_that_cannot_decrypt_is_rolled_back_and_the_stable_revision_ser
     assert revs.stable == stable and not revs.canary and canary in revs.failed
     assert w.body["status"]["lastRollback"]["from"] == canary
     assert ("Deployment", f"r1-qwen-7b-{stable}") in w.children
+
+
+# --------------------------------------------------------------------------- the engine path
+
+
+def engine_body() -> dict[str, Any]:
+    body = encrypted_body()
+    body["spec"]["engine"]["runtime"] = "tensorrt-llm"
+    return body
+
+
+def _job(body: dict[str, Any]) -> dict[str, Any]:
+    (job,) = [o for o in first_deployment(body) if o["kind"] == "Job"]
+    return job
+
+
+def test_encrypted_engine_path_children_match_golden() -> None:
+    _check(first_deployment(engine_body()), GOLDEN / "encrypted-r1-qwen-7b-engine.yaml")
+
+
+def _mounting(pod: dict[str, Any], volume: str) -> list[str]:
+    return [
+        c["name"]
+        for c in pod.get("initContainers", []) + pod["containers"]
+        if any(m["name"] == volume for m in c["volumeMounts"])
+    ]
+
+
+def test_engine_path_key_only_where_it_decrypts_or_encrypts() -> None:
+    job = _job(engine_body())["spec"]["template"]["spec"]
+    assert [c["name"] for c in job["initContainers"]] == ["decrypt-weights", "build"]
+    assert [c["name"] for c in job["containers"]] == ["encrypt-engine"]
+    assert _mounting(job, "weights-key") == ["decrypt-weights", "encrypt-engine"]
+    (build,) = [c for c in job["initContainers"] if c["name"] == "build"]
+    assert "nvidia.com/gpu" in build["resources"]["limits"]  # the GPUs build; the key is not there
+    assert {m["name"]: m.get("readOnly", False) for m in build["volumeMounts"]}["plaintext-model"] is True
+    pod = _deployment(engine_body())["spec"]["template"]["spec"]
+    names_ = [c["name"] for c in pod["initContainers"]]
+    assert names_[:3] == ["decrypt-weights", "wait-for-engine", "decrypt-engine"]
+    assert _mounting(pod, "weights-key") == ["decrypt-weights", "decrypt-engine"]
+    (triton,) = pod["containers"]
+    mounts = {m["name"]: m for m in triton["volumeMounts"]}
+    assert (
+        mounts["plaintext-engine"]["mountPath"] == "/decrypted-engine"
+        and mounts["plaintext-engine"]["readOnly"]
+    )
+    # The serving pod decrypts the tokenizer, not the weights the engine replaces.
+    decrypt = pod["initContainers"][0]["command"]
+    assert "--exclude" in decrypt and "*.safetensors" in decrypt
+    (cm,) = [o for o in first_deployment(engine_body()) if o["kind"] == "ConfigMap"]
+    text = yaml.safe_dump(cm)
+    assert "/decrypted-engine" in text and "/decrypted-model" in text
+
+
+def test_the_encrypted_engine_has_its_own_cache_entry_and_is_waited_for_by_its_manifest() -> None:
+    def cache_dir(body: dict[str, Any]) -> str:
+        spec = parse_spec(body["spec"])
+        plan = rv.plan_for(body, spec, catalog_nodes())
+        assert not isinstance(plan, Refusal)
+        return serving.engine_cache_dir(spec, plan)
+
+    plain = engine_body()
+    del plain["spec"]["model"]["encryption"]
+    other_key = engine_body()
+    other_key["spec"]["model"]["encryption"]["keySecret"] = {"name": "weights-key-2"}
+    assert len({cache_dir(plain), cache_dir(engine_body()), cache_dir(other_key)}) == 3
+    wait = next(
+        c
+        for c in _deployment(engine_body())["spec"]["template"]["spec"]["initContainers"]
+        if c["name"] == "wait-for-engine"
+    )
+    assert f"{cache_dir(engine_body())}/dso-manifest.json" in wait["command"][-1]
+    script = next(
+        c for c in _job(engine_body())["spec"]["template"]["spec"]["initContainers"] if c["name"] == "build"
+    )
+    text = script["command"][-1]
+    assert f"if [ -f {cache_dir(engine_body())}/dso-manifest.json ]; then" in text
+    assert "--model_dir /decrypted-model" in text and "--output_dir /engine-work/engine" in text
+
+
+def test_engine_path_memory_counts_the_plaintext() -> None:
+    body = engine_body()
+    spec = parse_spec(body["spec"])
+    plan = rv.plan_for(body, spec, catalog_nodes())
+    assert not isinstance(plan, Refusal)
+    job = _job(body)["spec"]["template"]["spec"]
+    build = next(c for c in job["initContainers"] if c["name"] == "build")
+    extra = serving.checkpoint_gib(spec, plan) + 2 * serving.engine_gib(plan)
+    assert build["resources"]["limits"]["memory"] == f"{serving.build_memory_gib(plan) + extra}Gi"
+    (triton,) = _deployment(body)["spec"]["template"]["spec"]["containers"]
+    want = serving.serving_memory_gib(spec, plan)
+    assert triton["resources"]["limits"]["memory"] == f"{want}Gi"
+    assert want == serving.host_memory_gib(plan) - round(
+        plan.weights_gib + 0.5
+    ) + serving.TOKENIZER_GIB + serving.engine_gib(plan)
+
+
+def _run(command: list[str], tmp: Path) -> int:
+    mapped = [
+        a.replace(serving.MODEL_MOUNT, str(tmp / "models"))
+        .replace(serving.ENGINE_PLAIN_MOUNT, str(tmp / "engine"))
+        .replace(serving.ENGINE_WORK_MOUNT, str(tmp / "work"))
+        .replace(serving.PLAINTEXT_MOUNT, str(tmp / "plain"))
+        .replace(serving.KEY_MOUNT, str(tmp / "key"))
+        for a in command[1:]
+    ]
+    return main([*mapped, "--workers", "1"])
+
+
+def test_the_engine_path_commands_end_to_end(tmp_path: Path) -> None:
+    """The build Job's and the serving pod's own commands, run here in their order (the build
+    itself stands in: it writes engine files where trtllm-build would)."""
+    body = engine_body()
+    job = _job(body)["spec"]["template"]["spec"]
+    pod = _deployment(body)["spec"]["template"]["spec"]
+    key = fm.new_key()
+    (tmp_path / "key").mkdir()
+    (tmp_path / "key" / "key").write_text(fm.format_key(key))
+    src = tmp_path / "checkpoint"
+    src.mkdir()
+    (src / "model-00001-of-00002.safetensors").write_bytes(os.urandom(3000))
+    (src / "tokenizer.json").write_text('{"tokens": 1}')
+    (src / "config.json").write_text("{}")
+    folder.encrypt_folder(src, tmp_path / "models" / "deepseek" / "r1-qwen-7b", key, "sm4-gcm", 512)
+    by_name = {c["name"]: c for c in job["initContainers"] + job["containers"]}
+    assert _run(by_name["decrypt-weights"]["command"], tmp_path) == 0
+    assert (tmp_path / "plain" / "model-00001-of-00002.safetensors").exists()  # the build needs all of it
+    engine = tmp_path / "work" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "rank0.engine").write_bytes(os.urandom(5000))
+    (engine / "config.json").write_text('{"build": 1}')
+    assert _run(by_name["encrypt-engine"]["command"], tmp_path) == 0
+    assert _run(by_name["encrypt-engine"]["command"], tmp_path) == 0  # a cache hit: nothing to do
+    cached = [p for p in (tmp_path / "models").rglob("*.enc") if "engines" in str(p)]
+    assert sorted(p.name for p in cached) == ["config.json.enc", "rank0.engine.enc"]
+    # The serving pod: tokenizer and configs, then the engine.
+    shutil.rmtree(tmp_path / "plain")
+    serve = {c["name"]: c for c in pod["initContainers"]}
+    assert _run(serve["decrypt-weights"]["command"], tmp_path) == 0
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
+        ".dso-decrypted",
+        "config.json",
+        "tokenizer.json",
+    ]
+    assert _run(serve["decrypt-engine"]["command"], tmp_path) == 0
+    assert (tmp_path / "engine" / "rank0.engine").read_bytes() == (engine / "rank0.engine").read_bytes()
+
+
+def test_a_decryption_failure_in_the_build_job_is_named() -> None:
+    from deepseek_operator.diagnosis import job_blocker  # noqa: PLC0415
+
+    pod = _failed_pod("deepseek-operator: wrong key: the checkpoint was encrypted with key id aa")
+    pod["status"]["phase"] = "Failed"
+    pod["status"]["initContainerStatuses"][0]["state"] = {
+        "terminated": {"exitCode": 2, "message": "wrong key"}
+    }
+    job = {"metadata": {"name": "build-x"}, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    blocker = job_blocker(job, [pod])
+    assert blocker is not None and (blocker.reason, blocker.where) == ("WeightsDecryptionFailed", "engine")
+    running = job_blocker({"metadata": {"name": "build-x"}}, [_failed_pod("wrong key")])
+    assert running is not None and running.reason == "WeightsDecryptionFailed"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deepseek_operator.api.constants import DECRYPT_CONTAINER
+from deepseek_operator.api.constants import DECRYPTION_CONTAINERS
 
 __all__ = [
     "Blocker",
@@ -332,7 +332,7 @@ def _decryption_failed(pod: Mapping[str, Any], where: str) -> Blocker | None:
     """The decrypt init container exited with an error (wrong key, a tampered or truncated chunk,
     a missing manifest, an unknown format version): its last line names the file and chunk."""
     for cs in _maps(_map(pod.get("status")).get("initContainerStatuses")):
-        if cs.get("name") != DECRYPT_CONTAINER:
+        if cs.get("name") not in DECRYPTION_CONTAINERS:
             continue
         for state in (_map(cs.get("state")), _map(cs.get("lastState"))):
             terminated = _map(state.get("terminated"))
@@ -340,7 +340,7 @@ def _decryption_failed(pod: Mapping[str, Any], where: str) -> Blocker | None:
                 continue
             line = _last_line(terminated.get("message"), BUILD_LINE_LIMIT)
             message = f"pod {_name(pod)} could not decrypt the model weights ({_exit_summary(terminated)})"
-            message += f": {line}" if line else ": see kubectl logs -c " + DECRYPT_CONTAINER
+            message += f": {line}" if line else f": see kubectl logs -c {cs.get('name')}"
             message += (
                 "; check that spec.model.encryption.keySecret holds the key the checkpoint was encrypted "
                 "with and that the encrypted checkpoint on the volume is complete (docs/encryption.md)"
@@ -432,6 +432,9 @@ def job_blocker(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
     job = _map(job)
     failed = _condition_true(job, "Failed") or _condition_true(job, "FailureTarget")
     if failed is not None:
+        for pod in _live_pods(pods):
+            if (decryption := _decryption_failed(pod, "engine")) is not None:
+                return decryption
         reason = _text(failed.get("reason")) or "Failed"
         detail = _text(failed.get("message")).strip()
         cause = f"{reason}: {detail}" if detail else reason

@@ -259,7 +259,7 @@ def _package_index(src: dict[str, Any]) -> str | None:
     return str(index) if index is not None else None
 
 
-def _parse_encryption(model: dict[str, Any], engine: dict[str, Any]) -> EncryptionSpec | None:
+def _parse_encryption(model: dict[str, Any]) -> EncryptionSpec | None:
     p = "spec.model.encryption"
     if model.get("encryption") is None:
         return None
@@ -278,11 +278,6 @@ def _parse_encryption(model: dict[str, Any], engine: dict[str, Any]) -> Encrypti
         raise SpecError(
             f"{p}: needs spec.model.source.pvc: the encrypted checkpoint is read from a volume (encrypt it "
             "with 'deepseek-operator encrypt' onto the PersistentVolumeClaim)"
-        )
-    if engine.get("runtime") != "pytorch":
-        raise SpecError(
-            f"{p}: needs spec.engine.runtime: pytorch: the engine path would build from the plaintext "
-            "checkpoint in a separate Job, which encrypted weights do not support yet"
         )
     return EncryptionSpec(
         key_secret=name,
@@ -444,7 +439,7 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     model = _parse_model(_obj(spec["model"], "spec.model"))
     calibration = _calibration(_obj(spec.get("engine"), "spec.engine"))
     package_index = _package_index(_obj(_obj(spec["model"], "spec.model").get("source"), "spec.model.source"))
-    encryption = _parse_encryption(_obj(spec["model"], "spec.model"), _obj(spec.get("engine"), "spec.engine"))
+    encryption = _parse_encryption(_obj(spec["model"], "spec.model"))
     autoscaling = None
     if spec.get("autoscaling") is not None:
         a = _obj(spec["autoscaling"], "spec.autoscaling")
