@@ -1,7 +1,7 @@
 """Encrypted weights against the real control plane: admission refuses what cannot be decrypted in
 a pod (a uri source) and bad fields; a new revision whose key Secret is missing is named in
 status and leaves the serving revision alone; once the Secret exists, the canary's pods carry the
-decrypt init container."""
+decrypt init containers (the sample's TensorRT engine path: its build Job encrypts the engine)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ def _body() -> dict[str, Any]:
         for d in yaml.safe_load_all(Path(SAMPLES / "r1-distill-qwen-7b.yaml").read_text())
         if d and d["kind"] == KIND
     ]
-    doc["spec"]["engine"]["runtime"] = "pytorch"
     doc["spec"]["rollout"] = {"analysis": {"interval": "30s"}}  # no golden set to wait on
     return dict(doc)
 
@@ -126,7 +125,15 @@ def test_a_missing_key_secret_is_named_and_the_serving_revision_is_left_alone(
     )
     assert dep.metadata.name == names.workload_name("r1-qwen-7b", revision)
     pod = dep.spec.template.spec
-    assert pod.init_containers[0].name == "decrypt-weights"
+    assert [c.name for c in pod.init_containers][:3] == [
+        "decrypt-weights",
+        "wait-for-engine",
+        "decrypt-engine",
+    ]
+    # The engine path: the canary's build Job decrypts, builds and encrypts the engine into the cache.
+    jobs = client.BatchV1Api(kube_api).list_namespaced_job(namespace).items
+    (job,) = [j for j in jobs if (j.metadata.labels or {}).get(names.REVISION_LABEL) == revision]
+    assert [c.name for c in job.spec.template.spec.containers] == ["encrypt-engine"]
     key_volumes = {
         v.name for v in pod.volumes if v.secret is not None and v.secret.secret_name == "weights-key"
     }
