@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
+    from deepseek_operator.encryption.cli import add_commands  # noqa: PLC0415
+
+    add_commands(sub)
+
     sim = sub.add_parser("sim", help="a simulated GPU cluster with a real control plane")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
     up = sim_sub.add_parser("up", help="start it; prints KUBECONFIG=<path> when ready")

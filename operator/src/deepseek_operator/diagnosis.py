@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deepseek_operator.api.constants import DECRYPTION_CONTAINERS
+
 __all__ = [
     "Blocker",
     "Reference",
@@ -326,7 +328,29 @@ def _failed_container(pod: Mapping[str, Any], where: str) -> Blocker | None:
     return Blocker("PodFailed", f"pod {_name(pod)} failed ({cause})", where)
 
 
+def _decryption_failed(pod: Mapping[str, Any], where: str) -> Blocker | None:
+    """The decrypt init container exited with an error (wrong key, a tampered or truncated chunk,
+    a missing manifest, an unknown format version): its last line names the file and chunk."""
+    for cs in _maps(_map(pod.get("status")).get("initContainerStatuses")):
+        if cs.get("name") not in DECRYPTION_CONTAINERS:
+            continue
+        for state in (_map(cs.get("state")), _map(cs.get("lastState"))):
+            terminated = _map(state.get("terminated"))
+            if _int(terminated.get("exitCode")) in (None, 0):
+                continue
+            line = _last_line(terminated.get("message"), BUILD_LINE_LIMIT)
+            message = f"pod {_name(pod)} could not decrypt the model weights ({_exit_summary(terminated)})"
+            message += f": {line}" if line else f": see kubectl logs -c {cs.get('name')}"
+            message += (
+                "; check that spec.model.encryption.keySecret holds the key the checkpoint was encrypted "
+                "with and that the encrypted checkpoint on the volume is complete (docs/encryption.md)"
+            )
+            return Blocker("WeightsDecryptionFailed", message, where)
+    return None
+
+
 _POD_CHECKS: tuple[Callable[[Mapping[str, Any], str], Blocker | None], ...] = (
+    _decryption_failed,
     _image_pull,
     _crash_loop,
     _config_error,
@@ -408,6 +432,9 @@ def job_blocker(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
     job = _map(job)
     failed = _condition_true(job, "Failed") or _condition_true(job, "FailureTarget")
     if failed is not None:
+        for pod in _live_pods(pods):
+            if (decryption := _decryption_failed(pod, "engine")) is not None:
+                return decryption
         reason = _text(failed.get("reason")) or "Failed"
         detail = _text(failed.get("message")).strip()
         cause = f"{reason}: {detail}" if detail else reason

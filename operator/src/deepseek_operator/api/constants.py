@@ -44,3 +44,10 @@ LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_KIND = "LeaderWorkerSet"
 LWS_PLURAL = "leaderworkersets"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+
+# The init container of a serving pod that decrypts encrypted weights (builders/serving.py); the
+# diagnosis names its failures WeightsDecryptionFailed.
+DECRYPT_CONTAINER = "decrypt-weights"
+DECRYPT_ENGINE_CONTAINER = "decrypt-engine"  # the engine path: the engine, from the cache
+ENCRYPT_ENGINE_CONTAINER = "encrypt-engine"  # the engine build: the built engine, into the cache
+DECRYPTION_CONTAINERS = (DECRYPT_CONTAINER, DECRYPT_ENGINE_CONTAINER)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepseek_operator import __version__
 from deepseek_operator.errors import SpecError
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3"
@@ -19,6 +20,12 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp8", "int8", "int4-awq")
 FABRICS = ("auto", "nvlink", "pcie", "infiniband", "roce", "ethernet", "efa")
 BATCH_POLICIES = ("max_utilization", "guaranteed_no_evict")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+CIPHERS = ("sm4-gcm", "aes-256-gcm")
+PLAINTEXT_VOLUMES = ("Memory", "NodeDisk")
+# The decrypt init container runs the operator's own image (its `decrypt` command); the chart's
+# default image is localhost/deepseek-operator at the chart's appVersion (charts/*/values.yaml).
+DEFAULT_DECRYPT_IMAGE = f"localhost/deepseek-operator:{__version__}"
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _PARAMS_RE = re.compile(r"^(\d+(?:\.\d+)?)([MBT])$")
 
@@ -60,6 +67,17 @@ class ModelSpec:
     revision: str = "main"
     architecture: Architecture | None = None
     parameters: float | None = None  # total parameters, in billions
+
+
+@dataclass(frozen=True)
+class EncryptionSpec:
+    """spec.model.encryption: the checkpoint on the volume is encrypted (docs/encryption.md)."""
+
+    key_secret: str
+    key: str = "key"
+    cipher: str = "sm4-gcm"
+    plaintext_volume: str = "Memory"  # Memory | NodeDisk
+    image: str = DEFAULT_DECRYPT_IMAGE
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,9 @@ class DeploymentSpec:
     # spec.engine.calibrationDataset: a folder on the model volume for quantize.py --calib_dataset.
     # Outside `engine` so that adding it moved no existing revision; revision_hash adds it when set.
     calibration_dataset: str | None = None
+    # spec.model.encryption: outside `model` for the same reason; revision_hash adds it when set,
+    # so that changing the key Secret (a new key) is a new revision, rolled out as a canary.
+    encryption: EncryptionSpec | None = None
 
 
 def parse_duration(text: str, field_path: str) -> float:
@@ -236,6 +257,35 @@ def _package_index(src: dict[str, Any]) -> str | None:
             "PyPI-compatible index, e.g. https://pypi.internal.example/simple"
         )
     return str(index) if index is not None else None
+
+
+def _parse_encryption(model: dict[str, Any]) -> EncryptionSpec | None:
+    p = "spec.model.encryption"
+    if model.get("encryption") is None:
+        return None
+    raw = _obj(model["encryption"], p)
+    secret = _obj(raw.get("keySecret"), f"{p}.keySecret")
+    name = secret.get("name")
+    if not isinstance(name, str) or not _DNS_NAME.match(name):
+        raise SpecError(
+            f"{p}.keySecret.name: {name!r}: name the Secret holding the weights key (a DNS-1123 name such "
+            "as weights-key; make the key with 'deepseek-operator keygen')"
+        )
+    key = str(secret.get("key") or "key")
+    if not re.match(r"^[-._a-zA-Z0-9]+$", key):
+        raise SpecError(f"{p}.keySecret.key: {key!r} is not a Secret key; use letters, digits, '-', '_', '.'")
+    if _obj(model.get("source"), "spec.model.source").get("pvc") is None:
+        raise SpecError(
+            f"{p}: needs spec.model.source.pvc: the encrypted checkpoint is read from a volume (encrypt it "
+            "with 'deepseek-operator encrypt' onto the PersistentVolumeClaim)"
+        )
+    return EncryptionSpec(
+        key_secret=name,
+        key=key,
+        cipher=_enum(raw, "cipher", p, "sm4-gcm", CIPHERS),
+        plaintext_volume=_enum(raw, "plaintextVolume", p, "Memory", PLAINTEXT_VOLUMES),
+        image=str(raw.get("image") or DEFAULT_DECRYPT_IMAGE),
+    )
 
 
 def _parse_model(raw: dict[str, Any]) -> ModelSpec:
@@ -389,6 +439,7 @@ def parse_spec(raw: Any) -> DeploymentSpec:
     model = _parse_model(_obj(spec["model"], "spec.model"))
     calibration = _calibration(_obj(spec.get("engine"), "spec.engine"))
     package_index = _package_index(_obj(_obj(spec["model"], "spec.model").get("source"), "spec.model.source"))
+    encryption = _parse_encryption(_obj(spec["model"], "spec.model"))
     autoscaling = None
     if spec.get("autoscaling") is not None:
         a = _obj(spec["autoscaling"], "spec.autoscaling")
@@ -415,6 +466,7 @@ def parse_spec(raw: Any) -> DeploymentSpec:
         model=model,
         package_index=package_index,
         calibration_dataset=calibration,
+        encryption=encryption,
         engine=_parse_engine(_obj(spec.get("engine"), "spec.engine"), model.source),
         gpu=_parse_gpu(_obj(spec.get("gpu"), "spec.gpu")),
         replicas=_int(spec, "replicas", "spec", 1, 0, 1000),

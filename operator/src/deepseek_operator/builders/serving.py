@@ -13,6 +13,9 @@ from typing import Any
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import (
+    DECRYPT_CONTAINER,
+    DECRYPT_ENGINE_CONTAINER,
+    ENCRYPT_ENGINE_CONTAINER,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     GPU_TAINT_KEY,
@@ -34,6 +37,8 @@ FETCH_MOUNT = "/model-cache"  # per-pod download folder (uri source without a ca
 REPO_MOUNT = "/triton-repo"  # the assembled Triton model repository (emptyDir)
 CONFIG_MOUNT = "/etc/deepseek/triton-config"  # the generated configs (ConfigMap)
 CREDENTIALS_MOUNT = "/var/run/secrets/deepseek/model"
+PLAINTEXT_MOUNT = "/decrypted-model"  # the decrypted checkpoint (encrypted weights): a pod-local volume
+KEY_MOUNT = "/var/run/secrets/deepseek/weights-key"  # the weights key: only where it decrypts or encrypts
 ENGINE_CACHE_DIR = ".deepseek-operator/engines"
 TRITON_USER = 1000  # triton-server, the non-root user of NVIDIA's Triton images
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
@@ -53,6 +58,15 @@ def layout(spec: DeploymentSpec, plan: Plan) -> Layout:
     """Where things live for ``spec``; :class:`SpecError` when the engine path has nowhere to cache."""
     src = spec.model.source
     key = engine_cache_key(spec, plan)
+    if spec.encryption is not None and src.pvc is not None:
+        if plan.nodes_per_replica > 1:
+            raise SpecError(
+                "spec.model.encryption: encrypted weights are decrypted inside a single-node serving pod; "
+                f"this plan needs {plan.nodes_per_replica} nodes per replica: give GPUs that hold the "
+                "model on one node (spec.gpu.products), or serve it unencrypted"
+            )
+        engine = ENGINE_PLAIN_MOUNT if plan.runtime == "tensorrt-llm" else ""
+        return Layout(PLAINTEXT_MOUNT, engine, src.pvc.claim_name, MODEL_MOUNT)
     if src.pvc is not None:
         checkpoint = f"{MODEL_MOUNT}/{src.pvc.path}".rstrip("/")
         return Layout(checkpoint, f"{MODEL_MOUNT}/{ENGINE_CACHE_DIR}/{key}", src.pvc.claim_name, MODEL_MOUNT)
@@ -89,6 +103,12 @@ def engine_cache_key(spec: DeploymentSpec, plan: Plan) -> str:
             "image": spec.engine.image,
             # Added later: present only when set, so that existing cache keys stay as they were.
             **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
+            # An engine built from encrypted weights is kept encrypted, with their key.
+            **(
+                {"encryption": [spec.encryption.cipher, spec.encryption.key_secret, spec.encryption.key]}
+                if spec.encryption
+                else {}
+            ),
         },
         length=16,
     )
@@ -137,6 +157,7 @@ def revision_hash(spec: DeploymentSpec, plan: Plan) -> str:
             "plan": plan_identity(plan),
             # Added later: present only when set, so that existing revisions stay as they were.
             **({"calibration": spec.calibration_dataset} if spec.calibration_dataset else {}),
+            **({"encryption": spec.encryption} if spec.encryption else {}),
         }
     )
 
@@ -291,6 +312,173 @@ def _credentials_env(spec: DeploymentSpec) -> list[dict[str, str]]:
     ]
 
 
+def checkpoint_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """The checkpoint's size on disk: the plan's weights at the checkpoint's own precision (the
+    catalog's, else spec.model.architecture's, else BF16), plus 5 % and 1 GiB for the tokenizer,
+    configs and file system overhead."""
+    arch = catalog.lookup(spec.model.id)
+    native = arch.native_precision if arch else "bf16"
+    if spec.model.architecture is not None:
+        native = spec.model.architecture.native_precision
+    ratio = BYTES_PER_PARAM.get(native, 2.0) / BYTES_PER_PARAM.get(plan.precision, 2.0)
+    return math.ceil(plan.weights_gib * ratio * 1.05) + 1
+
+
+def engine_gib(plan: Plan) -> int:
+    """The built engine's size: the plan's weights (all ranks), plus 5 % and 1 GiB."""
+    return math.ceil(plan.weights_gib * 1.05) + 1
+
+
+DECRYPT_WORK_GIB = 2  # the decrypt command's own memory: Python, two chunks per worker in flight
+# On the engine path the serving pod reads only the tokenizer and configs of the checkpoint; its
+# weight files are left encrypted (decrypt --exclude), and the folder is sized for the rest.
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.h5", "*.msgpack")
+TOKENIZER_GIB = 4
+ENGINE_PLAIN_MOUNT = "/decrypted-engine"  # the decrypted engine in a serving pod (engine path)
+ENGINE_WORK_MOUNT = "/engine-work"  # the build Job's plaintext work folder (engine path)
+
+
+def encrypted_engine(spec: DeploymentSpec, plan: Plan) -> bool:
+    """Whether the engine is built from encrypted weights and kept encrypted in the cache."""
+    return spec.encryption is not None and plan.runtime == "tensorrt-llm"
+
+
+def engine_cache_dir(spec: DeploymentSpec, plan: Plan) -> str:
+    """The engine's folder in the cache on the model volume (encrypted when the weights are)."""
+    return f"{MODEL_MOUNT}/{ENGINE_CACHE_DIR}/{engine_cache_key(spec, plan)}"
+
+
+def _in_memory(spec: DeploymentSpec, gib: int) -> int:
+    enc = spec.encryption
+    return gib if enc is not None and enc.plaintext_volume == "Memory" else 0
+
+
+def plaintext_in_memory_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """Memory the decrypted files take in a serving pod (0 unless they live in Memory volumes)."""
+    if spec.encryption is None:
+        return 0
+    if encrypted_engine(spec, plan):
+        return _in_memory(spec, TOKENIZER_GIB + engine_gib(plan))
+    return _in_memory(spec, checkpoint_gib(spec, plan))
+
+
+def serving_memory_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """The serving container's memory: :func:`host_memory_gib`, except that files decrypted into
+    memory replace the page cache of the weights (the ranks read the files from the volume's
+    pages, which count against the pod once)."""
+    in_memory = plaintext_in_memory_gib(spec, plan)
+    if not in_memory:
+        return host_memory_gib(plan)
+    return host_memory_gib(plan) - math.ceil(plan.weights_gib / max(1, plan.nodes_per_replica)) + in_memory
+
+
+def _plain_volume(spec: DeploymentSpec, name: str, gib: int) -> dict[str, Any]:
+    assert spec.encryption is not None
+    size = f"{gib}Gi"
+    memory = spec.encryption.plaintext_volume == "Memory"
+    return {
+        "name": name,
+        "emptyDir": {"medium": "Memory", "sizeLimit": size} if memory else {"sizeLimit": size},
+    }
+
+
+def _key_volume(spec: DeploymentSpec) -> dict[str, Any]:
+    enc = spec.encryption
+    assert enc is not None
+    return {
+        "name": "weights-key",
+        "secret": {
+            "secretName": enc.key_secret,
+            "items": [{"key": enc.key, "path": "key"}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def decrypt_volumes(spec: DeploymentSpec, plan: Plan) -> list[dict[str, Any]]:
+    """A serving pod's plaintext volumes (in memory, or on the node's own disk) and the key
+    Secret's volume."""
+    if spec.encryption is None:
+        return []
+    if encrypted_engine(spec, plan):
+        return [
+            _plain_volume(spec, "plaintext-model", TOKENIZER_GIB),
+            _plain_volume(spec, "plaintext-engine", engine_gib(plan)),
+            _key_volume(spec),
+        ]
+    return [_plain_volume(spec, "plaintext-model", checkpoint_gib(spec, plan)), _key_volume(spec)]
+
+
+def _source_dir(spec: DeploymentSpec) -> str:
+    assert spec.model.source.pvc is not None
+    return f"{MODEL_MOUNT}/{spec.model.source.pvc.path}".rstrip("/")
+
+
+def _decrypt(
+    spec: DeploymentSpec,
+    plan: Plan,
+    name: str,
+    source: str,
+    target: tuple[str, str],
+    gib: int,
+    exclude: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """An init container that decrypts ``source`` into the volume ``target`` (name, mount path) with
+    the operator's own ``decrypt`` command (docs/encryption.md); with the encrypting container of
+    the engine build, the only containers that mount the key Secret."""
+    enc = spec.encryption
+    assert enc is not None
+    memory = f"{_in_memory(spec, gib) + DECRYPT_WORK_GIB}Gi"
+    cpu = str(4 * plan.gpus_per_replica)  # the serving container's CPUs: the pod has them anyway
+    command = [
+        "deepseek-operator",
+        "decrypt",
+        source,
+        target[1],
+        "--key-file",
+        f"{KEY_MOUNT}/key",
+        "--cipher",
+        enc.cipher,
+    ]
+    for pattern in exclude:
+        command += ["--exclude", pattern]
+    return {
+        "name": name,
+        "image": enc.image,
+        "command": command,
+        # The decrypted files are written by this container, so their pages count against its
+        # memory limit while it runs, and the pod's afterwards (the serving container's request
+        # has them too).
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True},
+            {"name": target[0], "mountPath": target[1]},
+            {"name": "weights-key", "mountPath": KEY_MOUNT, "readOnly": True},
+        ],
+        "securityContext": _container_security(),
+        # The command's last line names the file and chunk that failed; status quotes it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def decrypt_container(spec: DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """The serving pod's init container that decrypts the checkpoint (on the engine path: all but
+    its weight files, which the engine replaces)."""
+    if encrypted_engine(spec, plan):
+        target, gib = ("plaintext-model", PLAINTEXT_MOUNT), TOKENIZER_GIB
+        return _decrypt(spec, plan, DECRYPT_CONTAINER, _source_dir(spec), target, gib, WEIGHT_PATTERNS)
+    target = ("plaintext-model", PLAINTEXT_MOUNT)
+    return _decrypt(spec, plan, DECRYPT_CONTAINER, _source_dir(spec), target, checkpoint_gib(spec, plan))
+
+
+def decrypt_engine_container(spec: DeploymentSpec, plan: Plan) -> dict[str, Any]:
+    """The serving pod's init container that decrypts the engine from the cache."""
+    target = ("plaintext-engine", ENGINE_PLAIN_MOUNT)
+    return _decrypt(
+        spec, plan, DECRYPT_ENGINE_CONTAINER, engine_cache_dir(spec, plan), target, engine_gib(plan)
+    )
+
+
 def fetch_command(spec: DeploymentSpec, lay: Layout) -> str:
     """Shell that downloads a uri source into the checkpoint folder once (:mod:`.fetch`)."""
     return fetch.fetch_command(spec, lay.checkpoint_dir)
@@ -380,15 +568,22 @@ def build_deployment(
         {"name": "triton-config", "configMap": {"name": config_name}},
         {"name": "triton-repo", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_size_gib(plan)}Gi"}},
+        *decrypt_volumes(spec, plan),
     ]
     security = _container_security()
-    init: list[dict[str, Any]] = []
+    init: list[dict[str, Any]] = [decrypt_container(spec, plan)] if spec.encryption else []
     if spec.model.source.uri:
         # Downloading needs a writable model store: the cache PVC or the per-pod folder.
         fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model-store" else m for m in mounts]
         init.append(fetch_container(spec, lay, fetch_mounts))
     if plan.runtime == "tensorrt-llm":
-        ready = shlex.quote(f"{lay.engine_dir}/READY")
+        # An encrypted engine is complete once its manifest is there (written last).
+        marker = (
+            f"{engine_cache_dir(spec, plan)}/dso-manifest.json"
+            if spec.encryption
+            else f"{lay.engine_dir}/READY"
+        )
+        ready = shlex.quote(marker)
         init.append(
             {
                 "name": "wait-for-engine",
@@ -402,6 +597,8 @@ def build_deployment(
                 "securityContext": security,
             }
         )
+        if spec.encryption:
+            init.append(decrypt_engine_container(spec, plan))
     models = profile_for(spec.engine.image).profile.repository_models[plan.runtime]
     assemble = assemble_script(repository_source, models, CONFIG_MOUNT, REPO_MOUNT, spec.engine.image)
     init.append(
@@ -423,7 +620,7 @@ def build_deployment(
         else []
     )
     env += _credentials_env(spec)
-    mem_gib = host_memory_gib(plan)
+    mem_gib = serving_memory_gib(spec, plan)
     period = 10
     probe = {"httpGet": {"port": "http"}, "periodSeconds": period, "timeoutSeconds": 5}
     container = {
@@ -457,6 +654,16 @@ def build_deployment(
             *mounts,
             {"name": "triton-repo", "mountPath": REPO_MOUNT, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *(
+                [{"name": "plaintext-model", "mountPath": PLAINTEXT_MOUNT, "readOnly": True}]
+                if spec.encryption
+                else []
+            ),
+            *(
+                [{"name": "plaintext-engine", "mountPath": ENGINE_PLAIN_MOUNT, "readOnly": True}]
+                if encrypted_engine(spec, plan)
+                else []
+            ),
         ],
         "securityContext": security,
     }
@@ -590,19 +797,19 @@ def converter_path(spec: DeploymentSpec) -> str:
     return support.converter
 
 
-def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
-    """Shell of the engine build: exit on a cache hit, else convert or quantize, trtllm-build, mark READY."""
-    out = shlex.quote(lay.engine_dir)
-    ckpt = shlex.quote(lay.checkpoint_dir)
+def _convert_and_build(
+    spec: DeploymentSpec, plan: Plan, ckpt: str, work: str, calib_root: str
+) -> tuple[str, str]:
+    """The checkpoint conversion (or quantization) into ``work``/ckpt and the trtllm-build of
+    ``work``/engine, as shell lines (``ckpt`` quoted already)."""
     tp, pp = plan.tensor_parallel, plan.pipeline_parallel
-    work = f"{out}.partial-$HOSTNAME"
     if plan.precision in _QFORMAT:
         quantize = profile_for(spec.engine.image).profile.quantize_script
         extra = " --kv_cache_dtype fp8" if plan.precision == "fp8" else ""
         if spec.calibration_dataset:
             # A folder on the model volume: quantize.py reads --calib_dataset as "the huggingface
             # dataset name or the local directory of the dataset", so nothing is downloaded.
-            extra += f" --calib_dataset {shlex.quote(f'{lay.cache_root}/{spec.calibration_dataset}')}"
+            extra += f" --calib_dataset {shlex.quote(f'{calib_root}/{spec.calibration_dataset}')}"
         convert = (
             f'python3 "$TRTLLM_EXAMPLES/{quantize}" --model_dir {ckpt} --dtype bfloat16 '
             f"--qformat {_QFORMAT[plan.precision]}{extra} --tp_size {tp} --pp_size {pp} "
@@ -622,6 +829,16 @@ def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
         f"--max_batch_size {plan.max_batch_size} --max_input_len {max_in} --max_seq_len {max_in + max_out} "
         f"--max_num_tokens {max(max_in, 8192)} --workers {plan.world_size}"
     )
+    return convert, build
+
+
+def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
+    """Shell of the engine build: exit on a cache hit, else convert or quantize, trtllm-build, mark READY."""
+    if spec.encryption is not None:
+        return encrypted_build_script(spec, plan)
+    out = shlex.quote(lay.engine_dir)
+    work = f"{out}.partial-$HOSTNAME"
+    convert, build = _convert_and_build(spec, plan, shlex.quote(lay.checkpoint_dir), work, lay.cache_root)
     return "\n".join(
         [
             "set -eu",
@@ -631,6 +848,26 @@ def engine_build_script(spec: DeploymentSpec, plan: Plan, lay: Layout) -> str:
             build,
             f"rm -rf {out}; mv {work}/engine {out}; rm -rf {work}",
             f"touch {out}/READY",
+        ]
+    )
+
+
+def encrypted_build_script(spec: DeploymentSpec, plan: Plan) -> str:
+    """Shell of the engine build from encrypted weights (an init container of the build Job): exit
+    on a cache hit (the encrypted engine's manifest), else build from the decrypted checkpoint into
+    the pod's plaintext work folder; the Job's encrypt-engine container then encrypts it into the
+    cache. A half-encrypted engine of an earlier pod is removed, not resumed: builds differ."""
+    cache = shlex.quote(engine_cache_dir(spec, plan))
+    work = ENGINE_WORK_MOUNT
+    convert, build = _convert_and_build(spec, plan, PLAINTEXT_MOUNT, work, MODEL_MOUNT)
+    return "\n".join(
+        [
+            "set -eu",
+            f"if [ -f {cache}/dso-manifest.json ]; then echo 'engine cache hit: {cache}'; exit 0; fi",
+            f"rm -rf {cache} {work}/ckpt {work}/engine",
+            convert,
+            build,
+            f"rm -rf {work}/ckpt",
         ]
     )
 
@@ -645,7 +882,7 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
     if spec.model.source.uri:
         init.append(fetch_container(spec, lay, mounts))
     gpus = str(plan.world_size)
-    memory = f"{build_memory_gib(plan)}Gi"
+    memory = f"{build_memory_gib(plan) + encrypted_build_extra_gib(spec, plan)}Gi"
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": _pod_security(),
@@ -678,6 +915,8 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
         ],
         "volumes": volumes,
     }
+    if spec.encryption is not None:
+        _encrypted_build(spec, plan, pod_spec)
     if affinity := gpu_affinity(plan):
         pod_spec["affinity"] = affinity  # an engine is tied to the GPU it is built on
     if spec.gpu.node_selector:
@@ -696,6 +935,67 @@ def build_engine_job(owner: dict[str, Any], spec: DeploymentSpec, plan: Plan) ->
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },
     }
+
+
+def encrypted_build_extra_gib(spec: DeploymentSpec, plan: Plan) -> int:
+    """Memory the build pod's plaintext takes when it lives in memory: the decrypted checkpoint and
+    the work folder (the converted checkpoint and the engine)."""
+    if spec.encryption is None:
+        return 0
+    return _in_memory(spec, checkpoint_gib(spec, plan) + 2 * engine_gib(plan))
+
+
+def _encrypted_build(spec: DeploymentSpec, plan: Plan, pod: dict[str, Any]) -> None:
+    """The build pod from encrypted weights: decrypt-weights (the checkpoint into the pod), build
+    (an init container now, into the pod's plaintext work folder), then encrypt-engine, the one
+    container left, which encrypts the engine into the cache with the same key and cipher (a cache
+    hit: nothing to do). The key Secret is mounted into decrypt-weights and encrypt-engine only."""
+    enc = spec.encryption
+    assert enc is not None
+    (build,) = pod["containers"]
+    ckpt = checkpoint_gib(spec, plan)
+    decrypt = _decrypt(
+        spec, plan, DECRYPT_CONTAINER, _source_dir(spec), ("plaintext-model", PLAINTEXT_MOUNT), ckpt
+    )
+    decrypt["resources"]["requests"]["cpu"] = "8"  # the build's CPUs
+    build["volumeMounts"] = [
+        *build["volumeMounts"],
+        {"name": "plaintext-model", "mountPath": PLAINTEXT_MOUNT, "readOnly": True},
+        {"name": "engine-work", "mountPath": ENGINE_WORK_MOUNT},
+    ]
+    memory = f"{_in_memory(spec, ckpt + 2 * engine_gib(plan)) + DECRYPT_WORK_GIB}Gi"
+    encrypt = {
+        "name": ENCRYPT_ENGINE_CONTAINER,
+        "image": enc.image,
+        "command": [
+            "deepseek-operator",
+            "encrypt",
+            f"{ENGINE_WORK_MOUNT}/engine",
+            engine_cache_dir(spec, plan),
+            "--key-file",
+            f"{KEY_MOUNT}/key",
+            "--cipher",
+            enc.cipher,
+            "--if-missing",
+        ],
+        # The plaintext volumes' pages stay charged to the pod while this runs.
+        "resources": {"requests": {"cpu": "8", "memory": memory}, "limits": {"memory": memory}},
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": MODEL_MOUNT},
+            {"name": "engine-work", "mountPath": ENGINE_WORK_MOUNT, "readOnly": True},
+            {"name": "weights-key", "mountPath": KEY_MOUNT, "readOnly": True},
+        ],
+        "securityContext": _container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod["initContainers"] = [*pod["initContainers"], decrypt, build]
+    pod["containers"] = [encrypt]
+    pod["volumes"] = [
+        *pod["volumes"],
+        _plain_volume(spec, "plaintext-model", ckpt),
+        _plain_volume(spec, "engine-work", 2 * engine_gib(plan)),
+        _key_volume(spec),
+    ]
 
 
 GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"  # dcgm-exporter's GPU utilization (percent), via prometheus-adapter

@@ -141,6 +141,7 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         fields = sp.keep_invalid_spec(fields, held, now)  # a child moved; the spec is still refused
     w.status = st.status_patch(current, fields)
     w.events.extend(report.phase_events(current, w.status))
+    w.events.extend(report.decryption_events(current, w.status))
     _requeue(f, spec, p, w)
     return w
 

@@ -141,10 +141,13 @@ def _replace(conds: list[st.Condition], new: st.Condition) -> list[st.Condition]
     return [c for c in conds if c.type != new.type] + [new]
 
 
+DECRYPTION_FAILED = "WeightsDecryptionFailed"
+
+
 def _blocked_conditions(conds: list[st.Condition], phase: str, b: Blocker) -> list[st.Condition]:
-    """Conditions with the blocker named: EngineReady for a build, Progressing for pods, and Ready
-    while nothing serves."""
-    if b.where == "engine" and b.reason != "BuildFailed":
+    """Conditions with the blocker named: EngineReady for a build or the weights' decryption,
+    Progressing for pods, and Ready while nothing serves."""
+    if (b.where == "engine" and b.reason != "BuildFailed") or b.reason == DECRYPTION_FAILED:
         conds = _replace(conds, st.Condition(ConditionType.ENGINE_READY, "False", b.reason, b.message))
     ready = next((c for c in conds if c.type == "Ready"), None)
     if ready is not None and ready.status != "True" and b.reason != "BuildFailed":
@@ -199,6 +202,11 @@ def _canary_conditions(
     )
     if blocker is not None:
         message += f"; blocked: {blocker.message}"
+        if blocker.reason == DECRYPTION_FAILED:
+            # The canary's weights cannot be decrypted; the stable revision serves on untouched.
+            conds = _replace(
+                conds, st.Condition(ConditionType.ENGINE_READY, "False", blocker.reason, blocker.message)
+            )
     return _replace(conds, st.Condition(ConditionType.PROGRESSING, "True", "Canary", message))
 
 
@@ -289,6 +297,20 @@ def rollout_status(
 
 
 PHASE_REASON = "Phase"
+
+
+def decryption_events(current: Mapping[str, Any], patch: Mapping[str, Any]) -> list[Event]:
+    """A Warning event when EngineReady newly says the weights could not be decrypted."""
+
+    def engine(status: Mapping[str, Any]) -> Mapping[str, Any]:
+        return next((c for c in status.get("conditions") or [] if c.get("type") == "EngineReady"), {})
+
+    new, old = engine(patch), engine(current)
+    if new.get("reason") != DECRYPTION_FAILED:
+        return []
+    if (old.get("reason"), old.get("message")) == (new.get("reason"), new.get("message")):
+        return []
+    return [("Warning", DECRYPTION_FAILED, str(new.get("message") or ""))]
 
 
 def phase_events(current: Mapping[str, Any], patch: Mapping[str, Any]) -> list[Event]:

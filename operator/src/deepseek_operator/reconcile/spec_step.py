@@ -85,6 +85,10 @@ def references(spec: DeploymentSpec, namespace: str) -> list[Reference]:
                 namespace,
             )
         )
+    if spec.encryption is not None:
+        refs.append(
+            Reference("Secret", spec.encryption.key_secret, "spec.model.encryption.keySecret.name", namespace)
+        )
     return refs
 
 
