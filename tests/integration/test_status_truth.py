@@ -157,16 +157,20 @@ def test_image_pull_failure_is_named(kube_api: Any, namespace: str, model_store:
     body["spec"]["engine"] = {"runtime": "pytorch", "image": "registry.invalid/tritonserver:nope"}
     kube.server_side_apply(kube_api, body, "user", namespace)
     core = client.CoreV1Api(kube_api)
-    pod = wait_for(
-        lambda: next(
-            iter(
-                core.list_namespaced_pod(namespace, label_selector=f"{names.DEPLOYMENT_LABEL}=v2-lite").items
-            ),
-            None,
-        ),
-        timeout=30,
-        what="the serving pod",
-    )
+
+    def started() -> Any:
+        pods = core.list_namespaced_pod(namespace, label_selector=f"{names.DEPLOYMENT_LABEL}=v2-lite").items
+        ready = [
+            p
+            for p in pods
+            if p.status.phase == "Running"
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        return ready[0] if ready else None
+
+    # kwok's pod stage must be done with the pod first: a stage applied after the patch below would
+    # write its own Running/Ready status over it.
+    pod = wait_for(started, timeout=30, what="a serving pod that kwok has started")
     # What a kubelet reports for an image it cannot pull (kwok pulls no images itself). The phase
     # stays Running here only so that kwok's pod stage leaves the patched status alone.
     now = format_time(dt.datetime.now(dt.UTC))

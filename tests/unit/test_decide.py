@@ -292,6 +292,35 @@ def test_passing_canary_is_promoted_after_successful_analyses() -> None:
     assert w.body["status"]["phase"] == "Ready"
 
 
+class Recording(World):
+    """A World that keeps every pass's writes, with the revisions in status before it."""
+
+    passes: list[tuple[str, Writes]]
+
+    def apply(self, w: Writes, upto: str = "all") -> None:
+        before = (self.body.get("status") or {}).get("revisions") or {}
+        self.__dict__.setdefault("passes", []).append((str(before.get("stable") or ""), w))
+        super().apply(w, upto)
+
+
+@pytest.mark.parametrize("measurement", [GOOD, SLOW], ids=["promoted", "rolled-back"])
+def test_status_goes_first_exactly_when_it_decides_about_running_revisions(measurement: Measurement) -> None:
+    w = Recording(sample())
+    w.converge()
+    new_revision(w)
+    analyse(w, measurement, times=3)
+    w.converge()
+    passes = w.__dict__["passes"]
+    assert any(not x.status_first and x.relabel for _, x in passes)  # pod labels went with the status
+    decisions = [
+        x for stable, x in passes if stable and ("revisions" in x.status or "lastRollback" in x.status)
+    ]
+    assert len(decisions) >= 2  # the canary, then the promotion or the rollback
+    for stable, x in passes:
+        decided = "revisions" in x.status or "lastRollback" in x.status
+        assert x.status_first == (bool(stable) and decided), (stable, sorted(x.status), x.status_first)
+
+
 def test_failing_canary_is_rolled_back_and_not_retried() -> None:
     w = deployed()
     stable = revs(w).stable

@@ -18,6 +18,7 @@ operator stopped in between finds it and finishes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +134,6 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
         w.status = st.status_patch(current, p.status)
         return w
     live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
-    w.status_first = bool(Revisions.from_status(current.get("revisions")).stable)
     history = (p.status.get("analysis") or current.get("analysis") or {}).get("history") or []
     progress = decisions.progress(p.revisions, history, an.thresholds(spec))
     fields = {**p.status, **_status(f, p, live, now, progress)}
@@ -142,8 +142,19 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
     w.status = st.status_patch(current, fields)
     w.events.extend(report.phase_events(current, w.status))
     w.events.extend(report.decryption_events(current, w.status))
+    w.status_first = moves_running_revisions(current, w.status)
     _requeue(f, spec, p, w)
     return w
+
+
+def moves_running_revisions(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """Whether a status patch records a decision about revisions that already run (a new canary,
+    a promotion, a rollback): then it is written before any object moves, so that an operator
+    stopped between the two finds the decision and only finishes it. A first deployment moves
+    nothing that runs, and a patch that only follows the children decides nothing: their objects,
+    scales and pod labels go out together with it."""
+    decided = "revisions" in patch or "lastRollback" in patch
+    return decided and bool(Revisions.from_status(current.get("revisions")).stable)
 
 
 def _status(f: Facts, p: _Pass, live: Live, now: str, progress: decisions.Progress | None) -> dict[str, Any]:

@@ -61,6 +61,11 @@ def _apply_and_scale(cache: Cache, namespace: str, obj: dict[str, Any], w: Write
     _scales(cache, namespace, w, lambda s: (s.kind, s.name) == (obj["kind"], obj["metadata"]["name"]))
 
 
+def _relabel(cache: Cache, namespace: str, pod_name: str, labels: dict[str, str | None]) -> None:
+    if (pod := kube.patch_labels("v1", "Pod", namespace, pod_name, labels)) is not None:
+        cache.remember("Pod", pod)
+
+
 def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     """Do ``w`` for the resource ``body``; returns the resource as it is after (its new status).
 
@@ -80,7 +85,10 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
         functools.partial(kube.post_event, plain, *e) for e in w.events if e[1] == PHASE_REASON
     ]
     early = (
-        [] if w.status_first else [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in w.apply]
+        []
+        if w.status_first
+        else [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in w.apply]
+        + [_POOL.submit(_relabel, cache, namespace, r.pod, dict(r.labels)) for r in w.relabel]
     )
     before: list[Callable[[], Any]] = [functools.partial(_apply, cache, r) for r in w.records]
     before += [functools.partial(kube.post_event, plain, *e) for e in explaining]
@@ -106,9 +114,9 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     for d in w.delete:
         kube.delete(d.api_version, d.kind, namespace, d.name)
         cache.forget(d.kind, namespace, d.name)
-    for r in w.relabel:
-        if (pod := kube.patch_labels("v1", "Pod", namespace, r.pod, dict(r.labels))) is not None:
-            cache.remember("Pod", pod)
+    if w.status_first:
+        for r in w.relabel:
+            _relabel(cache, namespace, r.pod, dict(r.labels))
     for op in w.metrics:
         _metric(op)
     return plain
