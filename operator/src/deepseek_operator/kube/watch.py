@@ -22,6 +22,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator import metrics
 from deepseek_operator.kube.client import api_client, request
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,8 @@ class Informer:
             method, url, headers=headers, _request_timeout=(10, _READ_TIMEOUT_SECONDS)
         )
         raw = resp.response
+        if not 200 <= raw.status < 300:
+            metrics.api_error(raw.status, method)
         if raw.status == 410:
             raw.release_conn()
             yield {"type": "ERROR", "object": {"code": 410}}

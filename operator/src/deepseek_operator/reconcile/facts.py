@@ -81,7 +81,7 @@ class Relabel:
 class MetricOp:
     """A metric to move: ``inc`` a counter or ``observe`` a histogram."""
 
-    name: str  # analyses | rollbacks | promotions | drift_to_rollback
+    name: str  # analyses | rollbacks | promotions | drift_to_rollback | placement_refusals (metrics.py)
     labels: tuple[str, ...]
     value: float = 1.0
 

@@ -11,21 +11,13 @@ from typing import Any
 from deepseek_operator import metrics
 from deepseek_operator.api.constants import KIND
 from deepseek_operator.kube import client as kube
-from deepseek_operator.reconcile import analysis_step as an
 from deepseek_operator.reconcile.cache import Cache
 from deepseek_operator.reconcile.facts import MetricOp, Scale, Writes
 from deepseek_operator.reconcile.report import PHASE_REASON
 
 
 def _metric(op: MetricOp) -> None:
-    if op.name == an.ANALYSES:
-        metrics.ANALYSES.labels(*op.labels).inc(op.value)
-    elif op.name == an.ROLLBACKS:
-        metrics.ROLLBACKS.labels(*op.labels).inc(op.value)
-    elif op.name == an.PROMOTIONS:
-        metrics.PROMOTIONS.labels(*op.labels).inc(op.value)
-    elif op.name == an.DRIFT_TO_ROLLBACK:
-        metrics.DRIFT_TO_ROLLBACK.labels(*op.labels).observe(op.value)
+    metrics.record(op.name, op.labels, op.value)
 
 
 # The objects of one pass do not depend on each other at the API server (a pod that mounts a
