@@ -177,7 +177,7 @@ class _Families:
         self.resources = g("deepseek_operator_resources", "DeepSeekDeployments by phase", labels=["phase"])
         self.phase = g(
             "deepseek_operator_resource_phase",
-            "1 for the current phase of each DeepSeekDeployment",
+            "1 for the current phase of each DeepSeekDeployment, 0 for the others",
             labels=[*key, "phase"],
         )
         self.desired = g("deepseek_operator_resource_desired_replicas", "spec.replicas", labels=key)
@@ -234,7 +234,8 @@ def _add_resource(f: _Families, body: Mapping[str, Any], pods: Iterable[Mapping[
     key = [str(meta.get("namespace") or ""), str(meta.get("name") or "")]
     status = body.get("status") or {}
     phase = str(status.get("phase") or "Pending")
-    f.phase.add_metric([*key, phase], 1)
+    for each in PHASES:  # every phase, 1 for the current one (as kube-state-metrics does for pods)
+        f.phase.add_metric([*key, each], 1 if each == phase else 0)
     for family, value in (
         (f.desired, (body.get("spec") or {}).get("replicas")),
         (f.replicas, status.get("replicas")),
