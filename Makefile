@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml
 tools:
 	hack/build-tools.sh
 	hack/build-schemas.sh >/dev/null
+	hack/build-adapter.sh
 
 # podman, runc and mmdebstrap from Debian (once), the base root filesystem (cached outside the
 # repo), the wheels, then a build with no network: see hack/build-image.sh.
