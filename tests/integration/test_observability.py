@@ -281,7 +281,11 @@ def test_every_dashboard_query_returns_series_for_the_sample(world: World) -> No
             empty.append(f"{where}: {expr}")
     assert not empty, "queries that return nothing (broken panels):\n" + "\n".join(empty)
     # The GPU panels show the sample's own GPUs, named by its pods.
-    util = prom.query(_dashboard_queries(world.namespace)[2][1])
+    (gpu_util,) = [
+        e for where, e in _dashboard_queries(world.namespace) if where == "panel 'GPU utilization'"
+    ]
+    util = prom.query(gpu_util)
+    assert util
     assert {s.labels["pod"] for s in util} <= set(_pods_now(world)), util
     assert all(s.labels["name"] == SAMPLE for s in util)
 
@@ -410,9 +414,10 @@ def test_diagnose_archive_of_the_rolled_back_sample(world: World, tmp_path: Path
     nodes = yaml.safe_load(text["nodes.yaml"])
     assert nodes["gpuNodes"] and nodes["placement"]["gpuProduct"] == "NVIDIA-H100-80GB-HBM3"
     assert all("nvidia.com/gpu.product" in n["labels"] for n in nodes["gpuNodes"])
-    assert text["operator.log"].strip() and all(
-        f"{world.namespace}/{SAMPLE}" in line for line in text["operator.log"].splitlines()
-    )
+    operator_lines = text["operator.log"].splitlines()
+    assert all(f"{world.namespace}/{SAMPLE}:" in line for line in operator_lines), operator_lines
+    rolled_back = [line for line in operator_lines if "Warning RolledBack" in line and world.canary in line]
+    assert rolled_back, operator_lines
     assert isinstance(json.loads(text["alerts.json"]), list)
     assert "README.txt" in members and "No Secret is read" in text["README.txt"]
     # No Secret data, in any form.

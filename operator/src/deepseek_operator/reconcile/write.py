@@ -4,6 +4,7 @@ what the API server answered (so that the next pass does not decide on an older 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -14,6 +15,8 @@ from deepseek_operator.kube import client as kube
 from deepseek_operator.reconcile.cache import Cache
 from deepseek_operator.reconcile.facts import MetricOp, Scale, Writes
 from deepseek_operator.reconcile.report import PHASE_REASON
+
+log = logging.getLogger(__name__)
 
 
 def _metric(op: MetricOp) -> None:
@@ -103,4 +106,6 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
             cache.remember("Pod", pod)
     for op in w.metrics:
         _metric(op)
+    for kind, reason, message in w.events:  # the operator's log says what its events say
+        log.info("%s/%s: %s %s: %s", namespace, body["metadata"]["name"], kind, reason, message)
     return plain
