@@ -161,7 +161,6 @@ def world(
 
         body = _body(SAMPLE, replicas=2)
         body["spec"]["model"]["source"]["credentialsSecret"] = "model-creds"
-        body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20  # the canary stays a canary
         _apply(api, namespace, body)
         status = lambda: World(sim_cluster, namespace, mon, operator_log, {}, "", "", workdir).status()  # noqa: E731
         stable = wait_for(
@@ -188,6 +187,7 @@ def world(
             honor_labels=False,
         )
         body["spec"]["model"]["revision"] = "v2"
+        body["spec"]["rollout"]["canary"]["successfulAnalyses"] = 20  # the canary stays a canary
         _apply(api, namespace, body)
         canary = wait_for(lambda: (status().get("revisions") or {}).get("canary"), 30, what="a canary")
         map_revision(
