@@ -199,3 +199,23 @@ def test_the_dashboard_configmap_is_for_the_grafana_sidecar() -> None:
         for o in template({"monitoring": {"dashboard": {"enabled": False}}})
         if o["metadata"]["name"].endswith("-dashboard")
     ]
+
+
+def test_the_plain_scrape_configs_pass_promtool_check_config(tmp_path: Path) -> None:
+    """Debian's prometheus 2.42 is built without the Kubernetes service discovery ("field
+    kubernetes_sd_configs not found"), so each job's kubernetes_sd_configs is swapped for a static
+    target here: everything else (relabelling, honor_labels, the rules file) is what promtool checks."""
+    jobs = yaml.safe_load((ROOT / "manifests" / "monitoring" / "prometheus-scrape-configs.yaml").read_text())
+    for job in jobs["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs")[0]["role"] in ("endpoints", "pod")
+        job["static_configs"] = [{"targets": ["127.0.0.1:9"]}]
+    names = [j["job_name"] for j in jobs["scrape_configs"]]
+    assert names == ["deepseek-operator", "deepseek-triton", "dcgm-exporter"]
+    values = yaml.safe_load((ROOT / "charts" / "deepseek-operator" / "values.yaml").read_text())
+    assert names[0] == values["monitoring"]["operatorJob"]  # the job the OperatorDown alert reads
+    shutil.copy(RULES, tmp_path / RULES.name)
+    config = {"global": {"scrape_interval": "30s"}, "rule_files": [RULES.name], **jobs}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 12 rules found" in out.stdout

@@ -237,8 +237,9 @@ def _container_logs(get_text: GetText, namespace: str, pod: Mapping[str, Any], t
 
 
 def _operator_lines(text: str, namespace: str, name: str) -> list[str]:
-    needle = f"{namespace}/{name}"
-    return [line for line in text.splitlines() if needle in line]
+    # "llm/r1" and not "llm/r10": the operator writes namespace/name, then ":" or a space.
+    needle = re.compile(rf"(?<![\w.-]){re.escape(namespace)}/{re.escape(name)}(?![\w.-])")
+    return [line for line in text.splitlines() if needle.search(line)]
 
 
 def alerts_about(alerts: Iterable[Mapping[str, Any]], namespace: str, name: str) -> list[dict[str, Any]]:
