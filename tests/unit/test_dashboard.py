@@ -94,3 +94,14 @@ def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
         mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
         assert not mine & cells, panel["title"]
         cells |= mine
+
+
+def test_annotations_put_each_analysis_and_rollback_at_its_own_time(dashboard: dict[str, Any]) -> None:
+    """Grafana's Prometheus annotations take the series value as the time with useValueForTime
+    ("Series value as timestamp", in milliseconds: grafana/grafana's Prometheus annotation
+    editor says to multiply seconds by 1000)."""
+    marks = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    assert marks["Analyses"]["expr"].startswith("deepseek_operator_analysis_last_run_timestamp_seconds{")
+    assert marks["Rollbacks"]["expr"].startswith("deepseek_operator_last_rollback_timestamp_seconds{")
+    for mark in marks.values():
+        assert mark["useValueForTime"] is True and mark["expr"].endswith("* 1000")

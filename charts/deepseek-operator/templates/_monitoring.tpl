@@ -26,7 +26,8 @@ exported_pod where a scrape without honor_labels renamed dcgm-exporter's own lab
 - name: deepseek-gpu
   rules:
   - alert: DeepSeekGPUTemperatureHigh
-    # dcgm-exporter: DCGM_FI_DEV_GPU_TEMP, °C (etc/default-counters.csv).
+    # dcgm-exporter: DCGM_FI_DEV_GPU_TEMP, °C; DCGM_FI_DEV_FB_USED / FB_FREE, MiB (NVIDIA/dcgm-exporter
+    # etc/default-counters.csv, all three in the default set).
     expr: |
       max by (namespace, name, pod, gpu) ({{ include "dso.byDeployment" "DCGM_FI_DEV_GPU_TEMP" }})
       > {{ $a.gpuTemperature.threshold }}
@@ -37,7 +38,6 @@ exported_pod where a scrape without honor_labels renamed dcgm-exporter's own lab
       summary: {{ `GPU {{ $labels.gpu }} of {{ $labels.namespace }}/{{ $labels.name }} (pod {{ $labels.pod }}) at {{ $value | printf "%.0f" }} °C` | quote }}
       description: {{ printf "Above %v °C for %s: the GPU throttles, then fails. Check the node's cooling and `nvidia-smi -q -d TEMPERATURE,PERFORMANCE` there; cordon the node and delete the pod to move the replica if it stays hot." (toString $a.gpuTemperature.threshold) $a.gpuTemperature.for | quote }}
   - alert: DeepSeekGPUMemoryHigh
-    # dcgm-exporter: DCGM_FI_DEV_FB_USED and DCGM_FI_DEV_FB_FREE, MiB.
     expr: |
       max by (namespace, name, pod, gpu) ({{ include "dso.byDeployment" "DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)" }})
       > {{ $a.gpuMemory.threshold }}
@@ -78,7 +78,11 @@ exported_pod where a scrape without honor_labels renamed dcgm-exporter's own lab
   - alert: DeepSeekRequestTimeoutRateHigh
     # Triton's failures with reason REJECTED (the queue policy's timeout, "Request timeout
     # expired", or max_queue_size) or CANCELED (the client cancelled, e.g. its gRPC deadline
-    # passed) over every request: the requests that got no answer in time.
+    # passed) over every request: the requests that got no answer in time. The reasons:
+    # triton-inference-server/core src/metric_model_reporter.cc (failure_reasons_map: REJECTED,
+    # CANCELED, BACKEND, OTHER) and src/dynamic_batch_scheduler.cc (FinishRejectedCancelledRequests:
+    # timed-out requests are finished with FailureReason::REJECTED, cancelled ones with CANCELED);
+    # Triton 2.51 publishes all four at 0 from model load (tests/integration/test_observability.py).
     expr: |
       sum by (namespace, name) (rate(nv_inference_request_failure{model="{{ $m }}", reason=~"REJECTED|CANCELED"}[{{ $a.timeoutRate.window }}]))
         / (sum by (namespace, name) (rate(nv_inference_request_success{model="{{ $m }}"}[{{ $a.timeoutRate.window }}]))
