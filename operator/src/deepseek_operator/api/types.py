@@ -21,6 +21,7 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     ROLLED_BACK = "RolledBack"
+    AUTOSCALING = "Autoscaling"  # only with spec.autoscaling: whether the HPA gets its metrics
     FAILED = "Failed"
 
 

@@ -33,13 +33,13 @@ import yaml
 from deepseek_operator.errors import SimError
 from deepseek_operator.sim import lws
 from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, volume_manifests
-from deepseek_operator.sim.pki import PKI, write_pki
+from deepseek_operator.sim.pki import FRONT_PROXY_CLIENT_CN, PKI, write_pki
 from deepseek_operator.sim.tools import Tools, find_tools, tool_path
 
 SERVICE_CIDR = "10.0.0.0/16"  # room for thousands of Services (bench/loop.py); a /24 runs out at 254
 SERVICE_IP = "10.0.0.1"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
-COMPONENTS = ("lws",)  # optional components `sim up --with` starts
+COMPONENTS = ("lws", "monitoring")  # optional components `sim up --with` starts
 ADMIN_USER = "sim-admin"
 DEVELOPER_USER = "sim-developer"  # authenticated, but granted nothing: for RBAC tests
 STOP_GRACE_SECONDS = 10.0
@@ -132,8 +132,12 @@ class SimCluster:
 
     gpus: str = "h100:2x8"
     cpu_nodes: int = 0
-    # Optional components: "lws" runs the real LeaderWorkerSet controller (sim/lws.py).
+    # Optional components: "lws" runs the real LeaderWorkerSet controller (sim/lws.py);
+    # "monitoring" the dcgm-exporter stand-in, Prometheus and prometheus-adapter as the custom
+    # metrics API (sim/monitoring.py), so that HPAs on GPU utilization work.
     with_components: tuple[str, ...] = ()
+    # kube-controller-manager's --horizontal-pod-autoscaler-sync-period (default 15s); tests shorten it.
+    hpa_sync_period: str = ""
     tools: Tools | None = None
     base_dir: Path | None = None
     progress: Callable[[str], None] | None = None
@@ -147,6 +151,7 @@ class SimCluster:
     admin_token: str = field(init=False, default="")
     developer_token: str = field(init=False, default="")
     pki: PKI | None = field(init=False, default=None)
+    monitoring: Any = field(init=False, default=None)  # sim.monitoring.Monitoring with --with monitoring
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
 
@@ -185,7 +190,10 @@ class SimCluster:
     @property
     def pids(self) -> dict[str, int]:
         """The pid of every process this cluster started and that still runs."""
-        return {p.name: p.pid for p in self._processes if p.pid is not None and p.running()}
+        pids = {p.name: p.pid for p in self._processes if p.pid is not None and p.running()}
+        if self.monitoring is not None:
+            pids.update(self.monitoring.pids)
+        return pids
 
     def __enter__(self) -> SimCluster:
         self.start()
@@ -212,6 +220,10 @@ class SimCluster:
 
     def stop(self) -> None:
         """Stop every process this cluster started (newest first) and remove its folder."""
+        if self.monitoring is not None:
+            with contextlib.suppress(Exception):
+                self.monitoring.stop()
+            self.monitoring = None
         for proc in reversed(self._processes):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -309,6 +321,17 @@ class SimCluster:
                 # The kubernetes Service cannot point at a loopback address.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # The aggregation layer (prometheus-adapter's custom metrics API, `--with
+                # monitoring`): the API server proxies to an APIService's server with this client
+                # certificate and says who asked in these headers. No --enable-aggregator-routing:
+                # an ExternalName Service (localhost) is then reached without kube-proxy.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
                 *self._audit_args(),
             ],
         )
@@ -339,6 +362,11 @@ class SimCluster:
                 "--concurrent-deployment-syncs=20",
                 "--concurrent-replicaset-syncs=20",
                 "--concurrent-job-syncs=20",
+                *(
+                    [f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}"]
+                    if self.hpa_sync_period
+                    else []
+                ),
             ],
         )
         sched_port = free_port()
@@ -382,6 +410,12 @@ class SimCluster:
         self._wait(kwok, deadline, self._default_namespace_ready, what="the default namespace")
         if "lws" in self.with_components:
             self._start_lws(deadline)
+        if "monitoring" in self.with_components:
+            from deepseek_operator.sim.monitoring import Monitoring  # noqa: PLC0415
+
+            self._say("starting Prometheus, the dcgm-exporter stand-in and prometheus-adapter")
+            self.monitoring = Monitoring(self, workdir=self.workdir / "monitoring", adapter=True)
+            self.monitoring.start(max(10.0, deadline - time.monotonic()))
         self._say("cluster ready")
 
     def _audit_args(self) -> list[str]:
