@@ -21,7 +21,6 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     ROLLED_BACK = "RolledBack"
-    AUTOSCALING = "Autoscaling"  # only with spec.autoscaling: whether the HPA gets its metrics
     FAILED = "Failed"
 
 
@@ -34,6 +33,7 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     ANALYSIS_PASSING = "AnalysisPassing"
     ROLLED_BACK = "RolledBack"
+    AUTOSCALING = "Autoscaling"  # only with spec.autoscaling: whether the HPA gets its metrics
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -120,6 +120,7 @@ class Source:
     optional: bool = False  # the API may be absent (a CRD not installed): wait for it quietly
     # Given: follow the collection in each of these namespaces only (RBAC may grant no more).
     namespaces: tuple[str, ...] = ()
+    field_selector: str = ""  # e.g. metadata.name=X: one object of a cluster-scoped kind
 
     def paths(self) -> list[tuple[str, str | None]]:
         """(REST path, namespace) of each collection to follow: the one across namespaces, or
@@ -182,7 +183,10 @@ class Informer:
                 self.synced.set()
 
     def _query(self) -> list[tuple[str, str]]:
-        return [("labelSelector", self.source.label_selector)] if self.source.label_selector else []
+        query = [("labelSelector", self.source.label_selector)] if self.source.label_selector else []
+        if self.source.field_selector:
+            query.append(("fieldSelector", self.source.field_selector))
+        return query
 
     def _run(self, path: str, namespace: str | None) -> None:
         backoff = 0.5

@@ -10,13 +10,11 @@ started, also when starting fails half-way.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -34,6 +32,12 @@ from deepseek_operator.errors import SimError
 from deepseek_operator.sim import lws
 from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, volume_manifests
 from deepseek_operator.sim.pki import FRONT_PROXY_CLIENT_CN, PKI, write_pki
+from deepseek_operator.sim.procs import (
+    _die_with_parent,
+    _http_ok,
+    _https_ok,
+    free_port,  # also imported from here by tests and bench
+)
 from deepseek_operator.sim.tools import Tools, find_tools, tool_path
 
 SERVICE_CIDR = "10.0.0.0/16"  # room for thousands of Services (bench/loop.py); a /24 runs out at 254
@@ -43,23 +47,6 @@ COMPONENTS = ("lws", "monitoring")  # optional components `sim up --with` starts
 ADMIN_USER = "sim-admin"
 DEVELOPER_USER = "sim-developer"  # authenticated, but granted nothing: for RBAC tests
 STOP_GRACE_SECONDS = 10.0
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If the process that started the cluster is killed outright (SIGKILL), its
-    # children must not live on holding ports: ask the kernel to end them too.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # Client rate limits of the controller-manager and the scheduler (requests/s, burst).
 _CLIENT_RATE = ("--kube-api-qps=500", "--kube-api-burst=1000")
@@ -546,27 +533,6 @@ class SimCluster:
         }
         path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
         path.chmod(0o600)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _https_ok(url: str) -> bool:
-    # The scheduler and controller manager serve /healthz with a self-signed
-    # certificate of their own; only liveness is asked of them here.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 @contextlib.contextmanager

@@ -54,6 +54,7 @@ import yaml
 
 from deepseek_operator.api.constants import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 from deepseek_operator.errors import SimError, ToolsMissingError
+from deepseek_operator.sim.procs import _die_with_parent, _https_ok, free_port
 
 # ---- dcgm-exporter's counters and format -------------------------------------------------------
 
@@ -721,8 +722,6 @@ class Prometheus:
         }
 
     def start(self, timeout: float = 30.0) -> None:
-        from deepseek_operator.sim.cluster import _die_with_parent, free_port  # noqa: PLC0415
-
         binary = prometheus_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -944,8 +943,6 @@ class PrometheusAdapter:
         return self._popen is not None and self._popen.poll() is None
 
     def start(self, timeout: float = 60.0) -> None:
-        from deepseek_operator.sim.cluster import _die_with_parent, _https_ok, free_port  # noqa: PLC0415
-
         binary = adapter_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "adapter-config.yaml"
