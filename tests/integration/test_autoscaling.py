@@ -236,8 +236,7 @@ def test_gpu_utilization_scales_the_deployment_and_status_names_a_missing_hop(
         "targetGPUUtilization": 70,
         "scaleDownStabilizationSeconds": 3,
     }
-    r = Resource(api, ns, "qwen", _spec("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "deepseek/r1-qwen-7b", auto,
-                                         engine=TRT, gpu={"perReplica": 1}))  # fmt: skip
+    r = Resource(api, ns, "qwen", _qwen(auto))
     mon.exporter.set(GPU, 20, namespace=ns)
     stable = r.first(triton)
     r.wait(lambda: r.condition("Autoscaling").get("reason") == "Active", 30, "Autoscaling Active")

@@ -90,6 +90,7 @@ class GPUSpec:
 
 
 QUEUE_SIGNALS = ("pendingRequests", "queueToComputeRatio")
+QUEUE_DEFAULT_TARGETS = {"pendingRequests": 4.0, "queueToComputeRatio": 0.5}
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,10 @@ def _queue_signal(raw: Any, path: str) -> QueueSignal | None:
         return None
     q = _obj(raw, path)
     signal = _enum(q, "signal", path, "pendingRequests", QUEUE_SIGNALS)
-    target = q.get("target")
+    target = q.get("target", QUEUE_DEFAULT_TARGETS[signal])
     if isinstance(target, bool) or not isinstance(target, int | float):
         raise SpecError(
-            f"{path}.target: required, a number such as 4 (requests waiting per pod) or 0.5 (ratio)"
+            f"{path}.target: must be a number such as 4 (requests waiting per pod) or 0.5 (ratio)"
         )
     if not 0.001 <= float(target) <= 100_000:
         raise SpecError(f"{path}.target: {target} is out of range; give 0.001 to 100000")

@@ -224,6 +224,10 @@ class SimCluster:
         for proc in self._processes:
             if not proc.running():
                 raise SimError(f"{proc.name} exited unexpectedly; its log ends with:\n{proc.log_tail()}")
+        if self.monitoring is not None and not self.monitoring.prometheus.running():
+            raise SimError(
+                f"prometheus exited unexpectedly; its log ends with:\n{self.monitoring.prometheus.log_tail()}"
+            )
 
     def api_client(self, developer: bool = False) -> Any:
         """A ``kubernetes.client.ApiClient`` for the admin (or the unprivileged developer)."""

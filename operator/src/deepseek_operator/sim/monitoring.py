@@ -559,6 +559,25 @@ class DcgmExporterStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:
+                # /set?metric=M&value=V[&namespace=NS][&pod=P][&node=N]: what set() does, for the
+                # demo and for people trying an HPA by hand.
+                url = urllib.parse.urlparse(self.path)
+                q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+                if url.path != "/set" or "metric" not in q or "value" not in q:
+                    self.send_error(400, "POST /set?metric=NAME&value=NUMBER[&namespace=NS][&pod=P][&node=N]")
+                    return
+                try:
+                    exporter.set(
+                        q["metric"], float(q["value"]), namespace=q.get("namespace"), pod=q.get("pod"),
+                        node=q.get("node"),
+                    )  # fmt: skip
+                except (SimError, ValueError) as e:
+                    self.send_error(400, str(e)[:200])
+                    return
+                self.send_response(204)
+                self.end_headers()
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
