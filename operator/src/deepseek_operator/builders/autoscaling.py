@@ -125,7 +125,6 @@ def adapter_rules(
     ns_label, pod_label = (
         ("namespace", "pod") if layout == "dcgm-exporter" else ("exported_namespace", "exported_pod")
     )
-    triton = _resources("namespace", "pod")
     return {
         "rules": [
             {
@@ -138,14 +137,14 @@ def adapter_rules(
             {
                 # Summed over the pod's models (the TensorRT-LLM ensemble and its steps).
                 "seriesQuery": f'{TRITON_PENDING}{{namespace!="",pod!=""}}',
-                "resources": triton,
+                "resources": _resources("namespace", "pod"),
                 "name": {"matches": f"^{TRITON_PENDING}$", "as": names.queue_pending},
                 "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
             },
             {
                 # Time requests wait over time they compute; 0 when idle (the divisor is at least 1 us/s).
                 "seriesQuery": f'{TRITON_QUEUE_US}{{namespace!="",pod!=""}}',
-                "resources": triton,
+                "resources": _resources("namespace", "pod"),
                 "name": {"matches": f"^{TRITON_QUEUE_US}$", "as": names.queue_ratio},
                 "metricsQuery": (
                     f"sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[{rate_window}])) by (<<.GroupBy>>)"
