@@ -209,3 +209,34 @@ def test_status_shows_the_hpas_counts_and_each_metric_against_its_target() -> No
         "name": "DCGM_FI_DEV_GPU_UTIL",
         "target": "70",
     }
+
+
+def test_each_pass_reports_the_hpa_and_the_condition_goes_with_autoscaling() -> None:
+    from deepseek_operator.api import names  # noqa: PLC0415
+    from tests.support.world import World, sample  # noqa: PLC0415
+
+    body = sample()
+    body["spec"].pop("replicas", None)
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}
+    w = World(body, metrics_api={})
+    w.converge()
+
+    def cond() -> dict[str, Any]:
+        return next(c for c in w.body["status"]["conditions"] if c["type"] == "Autoscaling")
+
+    assert cond()["reason"] == "MetricsUnavailable" and "no APIService" in cond()["message"]
+    hpa = ("HorizontalPodAutoscaler", names.serving_name(str(body["metadata"]["name"])))
+    assert hpa in w.children
+    w.children[hpa]["status"] = _hpa(ACTIVE)["status"]  # the HPA controller's status
+    w.metrics_api = UP
+    w.converge()
+    assert cond()["status"] == "True" and "45/70" in cond()["message"]
+    assert w.body["status"]["autoscaling"]["currentReplicas"] == 2
+    assert w.converge().empty()  # nothing new: nothing written
+    # Autoscaling off: the condition and status.autoscaling go.
+    w.body["spec"].pop("autoscaling")
+    w.body["spec"]["replicas"] = 1
+    w.body["metadata"]["generation"] = w.body["metadata"].get("generation", 1) + 1
+    w.converge()
+    assert "Autoscaling" not in {c["type"] for c in w.body["status"]["conditions"]}
+    assert not w.body["status"].get("autoscaling")

@@ -203,6 +203,15 @@ class Informer:
                     self._mark_listed(path)  # nothing to wait for: the API is not there
                     self._stop.wait(10.0)
                     continue
+                if e.status == 403 and self.source.optional:
+                    # Not granted (an older role without this rule): the caller does without it;
+                    # asked again every few minutes, not at the backoff's pace.
+                    if self.available:
+                        log.info("not allowed to watch %s; going without it", self.source.kind)
+                    self.available = False
+                    self._mark_listed(path)
+                    self._stop.wait(WATCH_TIMEOUT_SECONDS)
+                    continue
                 log.warning("watch of %s failed: HTTP %s %s", self.source.kind, e.status, e.reason)
             except Exception as e:  # a dropped connection, a timeout: list again after a pause
                 if self._stop.is_set():
