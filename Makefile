@@ -44,6 +44,7 @@ chart: venv tools
 	hack/sync-chart-crds.sh
 	$(BIN)/python hack/render-install.py
 	$(BIN)/python hack/render-monitoring.py
+	$(BIN)/python hack/render-adapter-rules.py
 
 lint: venv
 	$(BIN)/ruff check operator tests hack

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds prometheus-adapter (sigs.k8s.io/prometheus-adapter, the custom metrics API server the
 # HPA reads GPU utilization and Triton's queue from) into the shared tool cache keyed by version:
-#   ${DSO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-operator}/tools/prometheus-adapter-<version>/adapter
+#   ${DSO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-operator}/tools/prometheus-adapter-<version>/prometheus-adapter
 # The module proxy refuses its version list, so `go install` fails at its deprecation check;
 # `go mod download -json` gives the module's folder, built as is with its own go.mod/go.sum
 # (see hack/tools.versions). Cold: about 9 min on 2 cores. A cached binary is never rebuilt.
@@ -23,7 +23,7 @@ mkdir -p "$tools_dir" "$GOMODCACHE" "$GOCACHE"
 log() { printf '[adapter %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 dir="$tools_dir/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION"
-if [ -x "$dir/adapter" ]; then
+if [ -x "$dir/prometheus-adapter" ]; then
   exit 0
 fi
 if ! command -v go >/dev/null 2>&1; then
@@ -31,7 +31,7 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-log "building prometheus-adapter $PROMETHEUS_ADAPTER_VERSION (cold: about 9 min on 2 cores)"
+log "building prometheus-adapter $PROMETHEUS_ADAPTER_VERSION (cold: about 8-9 min on 2 cores)"
 start=$SECONDS
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 ( while sleep 60; do log "  ... still building ($(( (SECONDS - start) / 60 )) min so far)"; done ) &
@@ -41,11 +41,11 @@ go mod download -json "sigs.k8s.io/prometheus-adapter@$PROMETHEUS_ADAPTER_VERSIO
 src=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Dir"])' "$work/mod.json")
 cp -r "$src" "$work/src"; chmod -R u+w "$work/src"
 cd "$work/src"
-if ! go build -ldflags "-s -w" -o "$work/out/adapter" ./cmd/adapter; then
+if ! go build -ldflags "-s -w" -o "$work/out/prometheus-adapter" ./cmd/adapter; then
   log "FAILED building prometheus-adapter after $(( SECONDS - start )) s; retry with: hack/build-adapter.sh"
   exit 1
 fi
 mkdir -p "$dir.partial"
-mv "$work/out/adapter" "$dir.partial/adapter"
+mv "$work/out/prometheus-adapter" "$dir.partial/prometheus-adapter"
 rm -rf "$dir"; mv "$dir.partial" "$dir"
 log "built prometheus-adapter in $(( SECONDS - start )) s into $dir"

@@ -333,6 +333,13 @@ def test_alerts_fire_and_name_the_deployment(world: World) -> None:
             if a["labels"]["alertname"] == name and a["state"] == state
         ]
 
+    # Every rule loaded and evaluates without error.
+    def evaluated() -> list[dict[str, Any]]:
+        rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
+        return rules if all(r.get("lastEvaluation", "").startswith("2") for r in rules) else []
+
+    rules = wait_for(evaluated, 10, what="every rule evaluated")
+    assert len(rules) == 12 and all(r["health"] == "ok" for r in rules), rules
     # The rollback that happened, named.
     (rolled,) = wait_for(lambda: alerts("DeepSeekRolledBack"), 20, what="DeepSeekRolledBack firing")
     assert (rolled["labels"]["namespace"], rolled["labels"]["name"]) == (world.namespace, SAMPLE)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import ssl
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
+from deepseek_operator.builders.autoscaling import adapter_rules
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.monitoring import Monitoring
+from deepseek_operator.sim.monitoring import Monitoring, PrometheusAdapter
 from tests.support.plugin import wait_for
 
 
@@ -83,3 +90,65 @@ def test_prometheus_scrapes_gpu_metrics_labelled_with_the_pods_holding_them(
         }, check.stderr
     client.AppsV1Api(kube_api).delete_namespaced_deployment("m", namespace)
     wait_for(lambda: not mon.prometheus.running(), timeout=5, what="prometheus to stop")
+
+
+def _adapter_get(adapter: PrometheusAdapter, token: str, path: str) -> dict[str, Any]:
+    """A GET straight to the adapter (not registered as an APIService here), as the API server's
+    aggregator would make it; the adapter authenticates the token with a TokenReview."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{adapter.port}{path}")
+    req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as e:
+        return {"error": e.code}
+
+
+def test_the_gpu_operator_label_layout_needs_its_own_rules(
+    sim_cluster: SimCluster, kube_api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """Behind the GPU Operator's ServiceMonitor (honorLabels: false) the target's own namespace/pod
+    labels win and dcgm-exporter's become exported_namespace/exported_pod: the rules of the
+    gpu-operator layout serve the metric for the right pods, those of the other layout nothing."""
+    from kubernetes import client  # noqa: PLC0415
+
+    client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, _deployment("g", 1, 1))
+    with Monitoring(sim_cluster) as mon:
+        target = {
+            "namespace": "gpu-operator",
+            "pod": "nvidia-dcgm-exporter-x7k2p",
+            "container": "nvidia-dcgm-exporter",
+        }
+        mon.prometheus.jobs.clear()
+        mon.prometheus.add_job("gpu-operator/nvidia-dcgm-exporter", [mon.exporter.address], labels=target,
+                               honor_labels=False)  # fmt: skip
+        mon.exporter.set("DCGM_FI_DEV_GPU_UTIL", 66, namespace=namespace)
+        expr = f'DCGM_FI_DEV_GPU_UTIL{{exported_namespace="{namespace}"}}'
+        mon.prometheus.wait_for(expr, lambda v: v == [66.0], timeout=30)
+        (pod,) = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+        path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/DCGM_FI_DEV_GPU_UTIL"
+        served = {}
+        for layout in ("gpu-operator", "dcgm-exporter"):
+            adapter = PrometheusAdapter(
+                tmp_path / layout, sim_cluster.kubeconfig, mon.prometheus.url, adapter_rules(layout)
+            )
+            adapter.start()
+            try:
+                got = wait_for(
+                    lambda a=adapter: _adapter_get(a, sim_cluster.admin_token, path),  # type: ignore[misc]
+                    timeout=20,
+                    what=f"an answer of the {layout} adapter",
+                )
+                # give the relist (1 s) a few rounds before reading what it serves
+                time.sleep(3)
+                got = _adapter_get(adapter, sim_cluster.admin_token, path)
+                served[layout] = sorted(
+                    (i["describedObject"]["name"], i["value"]) for i in got.get("items") or []
+                )
+            finally:
+                adapter.stop()
+        assert served["gpu-operator"] == [(pod.metadata.name, "66")]
+        assert served["dcgm-exporter"] == []
+    client.AppsV1Api(kube_api).delete_namespaced_deployment("g", namespace)

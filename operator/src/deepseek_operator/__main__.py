@@ -139,6 +139,17 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if cluster.monitoring is not None:
+            mon = cluster.monitoring
+            print(
+                f"[sim] monitoring: Prometheus {mon.prometheus.url}; "
+                f"dcgm-exporter stand-in {mon.exporter.url} "
+                f"(set a value: curl -X POST '{mon.exporter.url.rsplit('/', 1)[0]}/set?metric="
+                "DCGM_FI_DEV_GPU_UTIL&value=90&namespace=NS'); prometheus-adapter serves "
+                "custom.metrics.k8s.io/v1beta1",
+                file=sys.stderr,
+                flush=True,
+            )
         while not stop.wait(1.0):
             cluster.check_running()
         return 0
@@ -381,9 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--with",
         dest="with_components",
         action="append",
-        choices=["lws"],
+        choices=["lws", "monitoring"],
         help="also run an optional component (repeatable): lws = the real LeaderWorkerSet controller "
-        "(built by 'make tools')",
+        "(built by 'make tools'); monitoring = Prometheus, a dcgm-exporter stand-in and "
+        "prometheus-adapter as the custom metrics API, so that HPAs on GPU utilization work "
+        "(docs/autoscaling.md)",
     )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_sim_up)

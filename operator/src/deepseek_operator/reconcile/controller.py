@@ -52,6 +52,7 @@ class Controller:
             on_capacity=self._wake_waiting,
             on_references=self._wake_referring,
             namespaces=namespaces,
+            on_metrics_api=self._wake_autoscaling,
         )
         self._active = threading.Event()
         if active:
@@ -136,6 +137,13 @@ class Controller:
         """A PVC appeared: the resources whose status says they wait for one look again."""
         for body in self.cache.resources.items():
             if sp.waits_on_references(body):
+                meta = body.get("metadata") or {}
+                self.queue.add((str(meta.get("namespace")), str(meta.get("name"))))
+
+    def _wake_autoscaling(self) -> None:
+        """The custom metrics APIService changed: the resources with an HPA say so in their status."""
+        for body in self.cache.resources.items():
+            if (body.get("spec") or {}).get("autoscaling") is not None:
                 meta = body.get("metadata") or {}
                 self.queue.add((str(meta.get("namespace")), str(meta.get("name"))))
 

@@ -48,6 +48,9 @@ class Facts:
     references: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (kind, name) -> exists
     analysis: AnalysisRun | None = None
     analysis_ran_at: dt.datetime | None = None  # an analysis ran then whose result was not written
+    # The custom metrics APIService (v1beta1.custom.metrics.k8s.io) as watched: {} when there is
+    # none, None when not known (not watched in a namespace-scoped install, not listed yet).
+    metrics_api: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

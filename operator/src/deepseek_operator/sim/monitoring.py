@@ -54,6 +54,7 @@ import yaml
 
 from deepseek_operator.api.constants import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 from deepseek_operator.errors import SimError, ToolsMissingError
+from deepseek_operator.sim.procs import _die_with_parent, _https_ok, free_port
 
 # ---- dcgm-exporter's counters and format -------------------------------------------------------
 
@@ -558,6 +559,25 @@ class DcgmExporterStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:
+                # /set?metric=M&value=V[&namespace=NS][&pod=P][&node=N]: what set() does, for the
+                # demo and for people trying an HPA by hand.
+                url = urllib.parse.urlparse(self.path)
+                q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+                if url.path != "/set" or "metric" not in q or "value" not in q:
+                    self.send_error(400, "POST /set?metric=NAME&value=NUMBER[&namespace=NS][&pod=P][&node=N]")
+                    return
+                try:
+                    exporter.set(
+                        q["metric"], float(q["value"]), namespace=q.get("namespace"), pod=q.get("pod"),
+                        node=q.get("node"),
+                    )  # fmt: skip
+                except (SimError, ValueError) as e:
+                    self.send_error(400, str(e)[:200])
+                    return
+                self.send_response(204)
+                self.end_headers()
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -721,8 +741,6 @@ class Prometheus:
         }
 
     def start(self, timeout: float = 30.0) -> None:
-        from deepseek_operator.sim.cluster import _die_with_parent, free_port  # noqa: PLC0415
-
         binary = prometheus_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -868,13 +886,148 @@ class Prometheus:
             time.sleep(0.2)
 
 
+# ---- prometheus-adapter -------------------------------------------------------------------------
+
+ADAPTER_API_SERVICE = "v1beta1.custom.metrics.k8s.io"
+ADAPTER_NAMESPACE = "monitoring"
+ADAPTER_SERVICE = "prometheus-adapter"
+
+
+def adapter_binary() -> Path:
+    """prometheus-adapter from the tool cache (``hack/build-adapter.sh``)."""
+    from deepseek_operator.sim.tools import tool_path  # noqa: PLC0415
+
+    return tool_path("prometheus-adapter")
+
+
+def api_service_objects(port: int) -> list[dict[str, Any]]:
+    """The custom metrics APIService and the ``ExternalName`` Service (``localhost``) it points at:
+    without ``--enable-aggregator-routing`` the API server dials the Service's name and port, so
+    an adapter on 127.0.0.1 is reached with no kube-proxy (TESTBED.md)."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ADAPTER_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": ADAPTER_SERVICE, "namespace": ADAPTER_NAMESPACE},
+            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": port}]},
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": ADAPTER_API_SERVICE},
+            "spec": {
+                "group": "custom.metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"namespace": ADAPTER_NAMESPACE, "name": ADAPTER_SERVICE, "port": port},
+                "insecureSkipTLSVerify": True,  # the adapter's self-signed serving certificate
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+
+
+class PrometheusAdapter:
+    """prometheus-adapter v0.12.0 on 127.0.0.1 as the cluster's custom metrics API server."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        prometheus_url: str,
+        rules: Mapping[str, Any],
+        *,
+        relist_interval: str = "1s",
+        port: int = 0,
+    ) -> None:
+        self.workdir = workdir
+        self.kubeconfig = kubeconfig
+        self.prometheus_url = prometheus_url
+        self.rules = dict(rules)
+        self.relist_interval = relist_interval
+        self._requested_port = port
+        self.port = 0
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "prometheus-adapter.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self, timeout: float = 60.0) -> None:
+        binary = adapter_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "adapter-config.yaml"
+        config.write_text(yaml.safe_dump(self.rules, sort_keys=False))
+        self.port = self.port or self._requested_port or free_port()  # a restart keeps its port
+        kc = str(self.kubeconfig)
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                [
+                    str(binary),
+                    f"--secure-port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    f"--cert-dir={self.workdir / 'adapter-certs'}",
+                    f"--lister-kubeconfig={kc}",
+                    f"--authentication-kubeconfig={kc}",
+                    f"--authorization-kubeconfig={kc}",
+                    f"--prometheus-url={self.prometheus_url}/",
+                    f"--config={config}",
+                    # How often it asks Prometheus which series exist (new pods' series are
+                    # served after the next relist); the default is 10 min.
+                    f"--metrics-relist-interval={self.relist_interval}",
+                    "--v=1",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        deadline = time.monotonic() + timeout
+        while not _https_ok(f"https://127.0.0.1:{self.port}/healthz"):
+            if self._popen.poll() is not None:
+                raise SimError(
+                    f"prometheus-adapter exited with code {self._popen.returncode}; log:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SimError(f"prometheus-adapter not healthy in {timeout:.0f} s; log:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.send_signal(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait(timeout=10)
+        self._popen = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
 # ---- both, for one simulated cluster -----------------------------------------------------------
 
 EXPORTER_JOB = "dcgm-exporter"
 
 
 class Monitoring:
-    """The dcgm-exporter stand-in and Prometheus (scraping it every second) for a SimCluster."""
+    """The dcgm-exporter stand-in, Prometheus (scraping it every second) and, with
+    ``adapter=True``, prometheus-adapter registered as the cluster's custom metrics API, for a
+    SimCluster. ``label_layout`` picks the adapter rules' label names (see builders/autoscaling)."""
 
     def __init__(
         self,
@@ -883,23 +1036,100 @@ class Monitoring:
         workdir: Path | None = None,
         scrape_interval: str = "1s",
         exporter_options: Mapping[str, Any] | None = None,
+        adapter: bool = False,
+        relist_interval: str = "1s",
+        rate_window: str = "10s",
+        label_layout: str = "dcgm-exporter",
     ) -> None:
+        from deepseek_operator.builders.autoscaling import adapter_rules, metric_names  # noqa: PLC0415
+
         self.cluster = cluster
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="dso-monitoring-"))
         self.exporter = DcgmExporterStandIn.for_cluster(cluster, **dict(exporter_options or {}))
         self.prometheus = Prometheus(self.workdir / "prometheus", scrape_interval=scrape_interval)
+        self.adapter: PrometheusAdapter | None = None
+        if adapter:
+            rules = adapter_rules(label_layout, metric_names(), rate_window)
+            self.adapter = PrometheusAdapter(
+                self.workdir / "adapter", cluster.kubeconfig, "", rules, relist_interval=relist_interval
+            )
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         try:
             self.exporter.start()
             self.prometheus.jobs[EXPORTER_JOB] = ScrapeJob(EXPORTER_JOB, [self.exporter.address])
             self.prometheus.start()
+            if self.adapter is not None:
+                self.adapter.prometheus_url = self.prometheus.url
+                self.adapter.start(timeout)
+                self.register_api_service()
+                self.wait_api_service(timeout)
         except BaseException:
             self.stop()
             raise
 
+    def register_api_service(self) -> None:
+        """Create (or re-create) the APIService and its Service for the running adapter."""
+        assert self.adapter is not None
+        for obj in api_service_objects(self.adapter.port):
+            self._apply(obj)
+
+    def unregister_api_service(self) -> None:
+        """Delete the APIService (the hop "no custom metrics API" of the Autoscaling condition)."""
+        path = f"/apis/apiregistration.k8s.io/v1/apiservices/{ADAPTER_API_SERVICE}"
+        with contextlib.suppress(SimError):
+            self.cluster._api_request("DELETE", path)
+
+    def api_service_available(self) -> bool:
+        got = (
+            self.cluster._api_get(f"/apis/apiregistration.k8s.io/v1/apiservices/{ADAPTER_API_SERVICE}") or {}
+        )
+        conds = {c["type"]: c["status"] for c in (got.get("status") or {}).get("conditions") or []}
+        return conds.get("Available") == "True"
+
+    def wait_api_service(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.api_service_available():
+            if time.monotonic() > deadline:
+                log = self.adapter.log_tail() if self.adapter else ""
+                raise SimError(
+                    f"APIService {ADAPTER_API_SERVICE} not Available in {timeout:.0f} s; adapter log:\n{log}"
+                )
+            time.sleep(0.2)
+
+    def custom_metric(self, namespace: str, metric: str, pods: str = "*") -> list[tuple[str, str]]:
+        """``kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1/namespaces/NS/pods/*/METRIC``:
+        (pod, value) pairs as the HPA reads them; [] when the metric is not served."""
+        base = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}"
+        path = f"{base}/pods/{urllib.parse.quote(pods)}/{metric}"
+        got = self.cluster._api_get(path) or {}
+        return sorted((i["describedObject"]["name"], i["value"]) for i in got.get("items") or [])
+
+    def _apply(self, obj: Mapping[str, Any]) -> None:
+        kind, meta = obj["kind"], obj["metadata"]
+        base = {
+            "Namespace": "/api/v1/namespaces",
+            "Service": f"/api/v1/namespaces/{meta.get('namespace')}/services",
+            "APIService": "/apis/apiregistration.k8s.io/v1/apiservices",
+        }[kind]
+        try:
+            self.cluster._api_request("POST", base, obj)
+        except SimError as e:
+            if "HTTP 409" not in str(e):
+                raise
+            if kind != "Namespace":
+                current = self.cluster._api_request("GET", f"{base}/{meta['name']}")
+                body = {
+                    **obj,
+                    "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
+                }
+                self.cluster._api_request("PUT", f"{base}/{meta['name']}", body)
+
     def stop(self) -> None:
+        if self.adapter is not None:
+            with contextlib.suppress(Exception):
+                self.adapter.stop()
         with contextlib.suppress(Exception):
             self.prometheus.stop()
         with contextlib.suppress(Exception):
@@ -916,5 +1146,9 @@ class Monitoring:
 
     @property
     def pids(self) -> dict[str, int]:
-        pid = self.prometheus.pid
-        return {"prometheus": pid} if pid is not None and self.prometheus.running() else {}
+        out = {}
+        if self.prometheus.pid is not None and self.prometheus.running():
+            out["prometheus"] = self.prometheus.pid
+        if self.adapter is not None and self.adapter.pid is not None and self.adapter.running():
+            out["prometheus-adapter"] = self.adapter.pid
+        return out
