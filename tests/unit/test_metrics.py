@@ -197,3 +197,12 @@ def test_install_replaces_the_previous_collector() -> None:
     finally:
         metrics.install(None)
     assert REGISTRY.get_sample_value("deepseek_operator_active") is None
+
+
+def test_api_errors_by_code_and_method() -> None:
+    labels = {"code": "409", "method": "PATCH"}
+    before = REGISTRY.get_sample_value("deepseek_operator_api_errors_total", labels) or 0
+    metrics.api_error(409, "patch")
+    assert REGISTRY.get_sample_value("deepseek_operator_api_errors_total", labels) == before + 1
+    metrics.api_error(None, "GET")  # no status at all (a dropped connection): code "0"
+    assert REGISTRY.get_sample_value("deepseek_operator_api_errors_total", {"code": "0", "method": "GET"})
