@@ -458,3 +458,15 @@ def test_diagnose_names_a_missing_resource(world: World, tmp_path: Path) -> None
     assert proc.returncode == 2
     assert f"DeepSeekDeployment {world.namespace}/nope" in proc.stderr and "404" in proc.stderr
     assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_api_errors_are_counted_by_code(world: World) -> None:
+    """The operator's client counts an error answer by its code (a 404 on a read: expected, and
+    counted all the same)."""
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    labels = {"code": "404", "method": "GET"}
+    before = REGISTRY.get_sample_value("deepseek_operator_api_errors_total", labels) or 0
+    kube.reset_api_client()
+    assert kube.get("v1", "ConfigMap", world.namespace, "does-not-exist") is None
+    assert REGISTRY.get_sample_value("deepseek_operator_api_errors_total", labels) == before + 1
