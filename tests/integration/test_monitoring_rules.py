@@ -219,3 +219,89 @@ def test_the_plain_scrape_configs_pass_promtool_check_config(tmp_path: Path) -> 
     out = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 12 rules found" in out.stdout
+
+
+def _prometheus_operator_schemas(folder: Path) -> Path:
+    """The Prometheus Operator's CRD schemas (hack/fetch-prometheus-operator-crds.sh, cached),
+    named as kubeconform looks them up, written into ``folder``."""
+    proc = subprocess.run(
+        [str(ROOT / "hack" / "fetch-prometheus-operator-crds.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"hack/fetch-prometheus-operator-crds.sh failed:\n{proc.stderr}")
+    crds = Path(proc.stdout.strip().splitlines()[-1])
+    for path in sorted(crds.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        spec = crd["spec"]
+        for v in spec["versions"]:
+            name = f"{spec['names']['kind'].lower()}-{spec['group'].split('.')[0]}-{v['name']}.json"
+            (folder / name).write_text(json.dumps(_strict(v["schema"]["openAPIV3Schema"])))
+    return folder
+
+
+def _strict(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object that lists its properties
+    (as openapi2jsonschema's --strict does), so that an unknown field is an error."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def test_monitoring_objects_fit_the_prometheus_operators_crds(tmp_path: Path) -> None:
+    """kubeconform -strict (unknown fields refused) against the CRDs of Prometheus Operator v0.93.0."""
+    from deepseek_operator.sim.tools import tool_path  # noqa: PLC0415
+
+    schemas = _prometheus_operator_schemas(tmp_path)
+    for values in ({}, {"watchNamespaces": ["team-a"]}):
+        objects = [
+            o
+            for o in template(values, api_versions=MONITORING_API)
+            if o["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+        ]
+        assert len(objects) == 3
+        text = "---\n".join(yaml.safe_dump(o) for o in objects)
+        out = subprocess.run(
+            [
+                str(tool_path("kubeconform")),
+                "-strict",
+                "-summary",
+                "-schema-location",
+                f"{schemas}/{{{{.ResourceKind}}}}{{{{.KindSuffix}}}}.json",
+                "-",
+            ],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Valid: 3, Invalid: 0, Errors: 0, Skipped: 0" in out.stdout, out.stdout
+    # The check bites: a field the CRD does not have is refused.
+    bad = next(o for o in template(api_versions=MONITORING_API) if o["kind"] == "PodMonitor")
+    bad["spec"]["podMetricsEndpoints"][0]["honourLabels"] = True
+    out = subprocess.run(
+        [
+            str(tool_path("kubeconform")),
+            "-strict",
+            "-schema-location",
+            f"{schemas}/{{{{.ResourceKind}}}}{{{{.KindSuffix}}}}.json",
+            "-",
+        ],
+        input=yaml.safe_dump(bad),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "honourLabels" in out.stdout + out.stderr
