@@ -7,7 +7,8 @@ a second sample cannot be placed. Then:
 * every query of the Grafana dashboard and the signal of every alert (its expression without
   the final comparison), evaluated through Prometheus' HTTP API, returns series for the samples;
 * the alert rules (rendered from the chart with short durations) fire: the rollback that really
-  happened, and a GPU the test heats past 85 °C; each alert names the deployment;
+  happened, a GPU the test heats past 85 °C on the dcgm-exporter stand-in, and requests the test
+  makes fail past 5 % on a Triton stand-in; each alert names the deployment;
 * ``deepseek-operator diagnose`` on the rolled-back sample writes one archive with the listed
   contents, and a Secret's value never appears in it.
 """
@@ -38,6 +39,8 @@ from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.rollout.analysis import map_revision
+from deepseek_operator.rollout.golden import GoldenCase
+from deepseek_operator.rollout.probe import run_cases
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.monitoring import Monitoring
 from deepseek_operator.sim.standin import StandInServer
@@ -77,6 +80,7 @@ class World:
     stable: str
     canary: str
     workdir: Path
+    servers: dict[str, StandInServer] | None = None
 
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.cluster.api_client())
@@ -232,7 +236,9 @@ def world(
             30,
             what="the refused sample's Placed=False",
         )
-        yield World(sim_cluster, namespace, mon, operator_log, pods, str(stable), str(canary), workdir)
+        yield World(
+            sim_cluster, namespace, mon, operator_log, pods, str(stable), str(canary), workdir, servers
+        )
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -319,7 +325,11 @@ def test_every_alert_signal_returns_series_for_the_samples(world: World) -> None
 def test_alerts_fire_and_name_the_deployment(world: World) -> None:
     render = _render_module()
     groups = render.rule_groups(
-        ['monitoring.alerts.gpuTemperature={"threshold": 85, "for": "2s", "severity": "warning"}']
+        [
+            'monitoring.alerts.gpuTemperature={"threshold": 85, "for": "2s", "severity": "warning"}',
+            'monitoring.alerts.batchFailureRate={"threshold": 0.05, "window": "10s", "for": "2s", '
+            '"severity": "warning"}',
+        ]
     )
     path = world.workdir / "short.rules.yaml"
     path.write_text(render.rules_text(groups))
@@ -359,6 +369,24 @@ def test_alerts_fire_and_name_the_deployment(world: World) -> None:
         (world.namespace, SAMPLE, pod)
     }
     assert f"of {world.namespace}/{SAMPLE} (pod {pod}) at 91 °C" in hot[0]["annotations"]["summary"]
+    # Triton: requests failing past 5 %, on the server of the rolled-back canary (its pod is gone,
+    # its metrics still carry the deployment's name; no analysis sends to it any more).
+    assert not alerts("DeepSeekBatchFailureRateHigh")
+    assert world.servers is not None
+    server = world.servers["new"]
+    server.set_behaviour(error_rate=0.5)
+    cases = [GoldenCase(prompt, "contains", answer) for prompt, answer in ANSWERS.items()] * 2
+    try:
+        deadline = time.monotonic() + 30
+        failing: list[dict[str, Any]] = []
+        while not failing and time.monotonic() < deadline:
+            run_cases(server.http_address, "ensemble", "max_tokens", cases, 5.0)
+            failing = alerts("DeepSeekBatchFailureRateHigh")
+            time.sleep(0.3)
+    finally:
+        server.set_behaviour()
+    assert [(a["labels"]["namespace"], a["labels"]["name"]) for a in failing] == [(world.namespace, SAMPLE)]
+    assert f"of the requests to {world.namespace}/{SAMPLE} fail" in failing[0]["annotations"]["summary"]
 
 
 def test_diagnose_archive_of_the_rolled_back_sample(world: World, tmp_path: Path) -> None:
