@@ -478,7 +478,9 @@ def kube_readers(api: Any) -> tuple[Get, GetText]:
         return json.loads(raw(path, query, "application/json"))
 
     def get_text(path: str, query: list[tuple[str, str]] | None) -> str:
-        return raw(path, query, "text/plain").decode("utf-8", errors="replace")
+        return raw(path, query, "*/*").decode(
+            "utf-8", errors="replace"
+        )  # the log endpoint refuses text/plain (406)
 
     return get, get_text
 
