@@ -31,6 +31,7 @@ tools:
 	hack/build-tools.sh
 	hack/build-schemas.sh >/dev/null
 	hack/build-adapter.sh
+	hack/install-monitoring-tools.sh
 
 # podman, runc and mmdebstrap from Debian (once), the base root filesystem (cached outside the
 # repo), the wheels, then a build with no network: see hack/build-image.sh.
