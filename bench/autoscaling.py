@@ -38,6 +38,7 @@ import argparse
 import copy
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,7 @@ import yaml
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from deepseek_operator.api.spec import parse_duration
 from deepseek_operator.kube import client as kube
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
@@ -180,6 +182,9 @@ class Bench:
             "hpa-status": lambda: (self.status(name).get("autoscaling") or {}).get("currentReplicas") == 2,
         }
         (pod,) = [p for p, _ in self.mon.custom_metric(NS, GPU)]
+        # The waits above end just after a scrape and an HPA sync; change at a random phase of
+        # them, as a real load change would.
+        time.sleep(random.uniform(0.0, self.phase_s))
         seen: dict[str, float] = {}
         t0 = time.monotonic()
         self.mon.exporter.set(GPU, 90, namespace=NS)
@@ -238,7 +243,8 @@ def profile(name: str, runs: int) -> list[dict[str, float]]:
             "data": {"golden.jsonl": case},
         }
         kube.server_side_apply(api, golden, "bench", NS)
-        bench = Bench(cluster, mon, api, endpoints, triton)
+        phase = max(parse_duration(scrape, "scrape"), parse_duration(sync, "sync"))
+        bench = Bench(cluster, mon, api, endpoints, triton, phase)
         revision = bench.deploy("r1")
         out = []
         for i in range(runs):
