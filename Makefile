@@ -31,6 +31,9 @@ tools:
 	hack/build-tools.sh
 	hack/build-schemas.sh >/dev/null
 	hack/build-argocd-tools.sh >/dev/null
+	hack/build-adapter.sh
+	hack/install-monitoring-tools.sh
+	hack/fetch-prometheus-operator-crds.sh >/dev/null
 
 # podman, runc and mmdebstrap from Debian (once), the base root filesystem (cached outside the
 # repo), the wheels, then a build with no network: see hack/build-image.sh.
@@ -42,6 +45,8 @@ image: venv
 chart: venv tools
 	hack/sync-chart-crds.sh
 	$(BIN)/python hack/render-install.py
+	$(BIN)/python hack/render-monitoring.py
+	$(BIN)/python hack/render-adapter-rules.py
 
 lint: venv
 	$(BIN)/ruff check operator tests hack

@@ -196,3 +196,42 @@ def _processes_mentioning(text: str) -> list[int]:
             if text in cmdline and alive(int(proc.name)):
                 found.append(int(proc.name))
     return found
+
+
+def test_sim_up_with_monitoring_serves_the_custom_metrics_api_and_down_stops_it(
+    sim_env: dict[str, str],
+) -> None:
+    (Path(sim_env["DSO_TOOLS_BIN"]) / "prometheus-adapter").symlink_to(tool_path("prometheus-adapter"))
+    up = subprocess.Popen(
+        _cli("sim", "up", "--gpus", "h100:1x8", "--with", "monitoring"),
+        env=sim_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        kubeconfig = _read_kubeconfig_line(up.stdout, up)
+        api_service = _kubectl_json(kubeconfig, "get", "apiservice", "v1beta1.custom.metrics.k8s.io")
+        conditions = {c["type"]: c["status"] for c in api_service["status"]["conditions"]}
+        assert conditions["Available"] == "True"
+        kubectl = [str(tool_path("kubectl")), "--kubeconfig", kubeconfig]
+        raw = subprocess.run(
+            [*kubectl, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert raw.returncode == 0, raw.stderr
+        assert json.loads(raw.stdout)["groupVersion"] == "custom.metrics.k8s.io/v1beta1"
+        saved = _saved_state(sim_env)
+        assert saved is not None
+        assert {"prometheus", "prometheus-adapter"} <= saved.components.keys()
+        pids = list(saved.components.values())
+        down = subprocess.run(_cli("sim", "down"), env=sim_env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert up.wait(timeout=60) == 0
+        assert not any(alive(p) for p in pids)
+    finally:
+        if up.poll() is None:
+            up.kill()

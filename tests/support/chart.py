@@ -92,11 +92,15 @@ def template(
     release: str = "dso",
     namespace: str = "dso-system",
     crds: bool = False,
+    api_versions: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """The chart's objects as ``helm template`` renders them."""
+    """The chart's objects as ``helm template`` renders them (``api_versions``: APIs the cluster
+    is said to serve, as ``group/version/Kind``, e.g. the Prometheus Operator's)."""
     args = ["template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
     if crds:
         args.append("--include-crds")
+    for api in api_versions:
+        args += ["--api-versions", api]
     text = helm(*args, *set_args(values or {})).stdout
     return [d for d in yaml.safe_load_all(text) if d]
 

@@ -60,6 +60,7 @@ class World:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     ran_at: dt.datetime | None = None
     version: int = 1
+    metrics_api: dict[str, Any] | None = None  # the custom metrics APIService as watched
 
     def facts(self, analysis: AnalysisRun | None = None) -> Facts:
         """The facts a pass would gather now."""
@@ -78,6 +79,7 @@ class World:
             references=dict(self.references),
             analysis=analysis,
             analysis_ran_at=self.ran_at,
+            metrics_api=self.metrics_api,
         )
 
     def decide(self, analysis: AnalysisRun | None = None) -> Writes:

@@ -224,6 +224,11 @@ PARSED_FIELDS = [
     ("autoscaling.maxReplicas", "integer"),
     ("autoscaling.targetGPUUtilization", "integer"),
     ("autoscaling.scaleDownStabilizationSeconds", "integer"),
+    ("autoscaling.scaleUpStep", "integer"),
+    ("autoscaling.scaleUpPeriodSeconds", "integer"),
+    ("autoscaling.queue", "object"),
+    ("autoscaling.queue.signal", "string"),
+    ("autoscaling.queue.target", "number"),
     ("nccl", "object"),
     ("nccl.fabric", "string"),
     ("nccl.env", "object"),
@@ -316,6 +321,9 @@ FULL_SPEC: dict[str, Any] = {
         "maxReplicas": 6,
         "targetGPUUtilization": 75,
         "scaleDownStabilizationSeconds": 60,
+        "scaleUpStep": 1,
+        "scaleUpPeriodSeconds": 300,
+        "queue": {"signal": "queueToComputeRatio", "target": 0.5},
     },
     "nccl": {"fabric": "infiniband", "env": {"NCCL_IB_HCA": "mlx5"}},
     "rollout": {
@@ -390,6 +398,7 @@ def test_the_full_spec_uses_every_schema_field() -> None:
 
 ENUMS = [
     ("engine.runtime", api_spec.RUNTIMES),
+    ("autoscaling.queue.signal", api_spec.QUEUE_SIGNALS),
     ("engine.precision", api_spec.PRECISIONS),
     ("engine.batchSchedulerPolicy", api_spec.BATCH_POLICIES),
     ("nccl.fabric", api_spec.FABRICS),
@@ -437,6 +446,8 @@ INT_RANGES = [
     ("autoscaling.maxReplicas", 1, 1000),
     ("autoscaling.targetGPUUtilization", 1, 100),
     ("autoscaling.scaleDownStabilizationSeconds", 0, 3600),
+    ("autoscaling.scaleUpStep", 1, 100),
+    ("autoscaling.scaleUpPeriodSeconds", 1, 1800),
     ("rollout.canary.replicas", 1, 1000),
     ("rollout.canary.successfulAnalyses", 1, 100),
     ("rollout.analysis.failureLimit", 1, 100),

@@ -159,6 +159,10 @@ def test_nothing_fits_says_why_and_waits_for_capacity() -> None:
     assert out.waiting_for_capacity and not out.apply
     assert conds(w)["Placed"]["status"] == "False" and w.body["status"]["phase"] == "Pending"
     assert "NotPlaced" in reasons(w)
+    # The refusal is counted once by its reason (metrics.py), not at every pass that finds it again.
+    reason = conds(w)["Placed"]["reason"]
+    assert [(m.name, m.labels[2]) for m in out.metrics] == [("placement_refusals", reason)]
+    assert not w.decide().metrics
     w.nodes = gpu_nodes()  # GPUs free up: the next pass places it
     w.converge()
     assert w.body["status"]["phase"] == "Ready"

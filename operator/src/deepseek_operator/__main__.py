@@ -139,6 +139,17 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if cluster.monitoring is not None:
+            mon = cluster.monitoring
+            print(
+                f"[sim] monitoring: Prometheus {mon.prometheus.url}; "
+                f"dcgm-exporter stand-in {mon.exporter.url} "
+                f"(set a value: curl -X POST '{mon.exporter.url.rsplit('/', 1)[0]}/set?metric="
+                "DCGM_FI_DEV_GPU_UTIL&value=90&namespace=NS'); prometheus-adapter serves "
+                "custom.metrics.k8s.io/v1beta1",
+                file=sys.stderr,
+                flush=True,
+            )
         while not stop.wait(1.0):
             cluster.check_running()
         return 0
@@ -222,6 +233,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Write one archive with what an engineer needs first about a DeepSeekDeployment."""
+    import datetime as dt  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from deepseek_operator import diagnose_cli  # noqa: PLC0415
+    from deepseek_operator.kube.client import api_client, reset_api_client  # noqa: PLC0415
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    reset_api_client()
+    try:
+        api = api_client()
+    except Exception as e:
+        raise OperatorError(f"cannot reach the cluster: {e}; set --kubeconfig or $KUBECONFIG") from e
+    get, get_text = diagnose_cli.kube_readers(api)
+    report = diagnose_cli.collect(
+        get,
+        get_text,
+        args.namespace,
+        args.name,
+        tail=args.tail,
+        operator_logs=args.operator_log or (),
+        operator_namespace=args.operator_namespace,
+        prometheus=args.prometheus,
+    )
+    folder = diagnose_cli.archive_name(args.namespace, args.name, dt.datetime.now(dt.UTC))
+    out = Path(args.output or f"{folder}.tar.gz")
+    diagnose_cli.write_archive(report, out, folder)
+    print(out)
+    for problem in report.problems:
+        _err(f"not in the archive: {problem}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``run`` and ``sim up|down|status``."""
     parser = argparse.ArgumentParser(
@@ -299,6 +345,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(func=cmd_render)
 
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="write one archive (tar.gz) with a DeepSeekDeployment, its status, events, revisions, owned "
+        "objects, pods and container logs, nodes, the operator's log lines and alerts (never Secrets)",
+    )
+    diagnose.add_argument("name", help="the DeepSeekDeployment")
+    diagnose.add_argument("--namespace", "-n", default="default", help="its namespace (default: default)")
+    diagnose.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG or in-cluster)")
+    diagnose.add_argument(
+        "--output", "-o", help="archive path (default: deepseek-diagnose-NS-NAME-TIME.tar.gz)"
+    )
+    diagnose.add_argument("--tail", type=int, default=500, help="last log lines per container (default 500)")
+    diagnose.add_argument(
+        "--prometheus", help="Prometheus URL, e.g. http://prometheus:9090: add its current alerts"
+    )
+    diagnose.add_argument(
+        "--operator-namespace", help="where the operator's pods run (default: looked for in every namespace)"
+    )
+    diagnose.add_argument(
+        "--operator-log",
+        action="append",
+        help="a log file of an operator run outside the cluster, read for this resource's lines (repeatable)",
+    )
+    diagnose.set_defaults(func=cmd_diagnose)
+
     demo = sub.add_parser("demo", help="the operator serving the sample models on a simulated cluster")
     demo.add_argument("--gpus", default="h100:2x8,a100-80gb:1x4,h200:1x8", help="GPU node pools (see sim up)")
     demo.add_argument("--keep", action="store_true", help="keep the cluster and operator up until Ctrl-C")
@@ -325,9 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--with",
         dest="with_components",
         action="append",
-        choices=["lws"],
+        choices=["lws", "monitoring"],
         help="also run an optional component (repeatable): lws = the real LeaderWorkerSet controller "
-        "(built by 'make tools')",
+        "(built by 'make tools'); monitoring = Prometheus, a dcgm-exporter stand-in and "
+        "prometheus-adapter as the custom metrics API, so that HPAs on GPU utilization work "
+        "(docs/autoscaling.md)",
     )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_sim_up)

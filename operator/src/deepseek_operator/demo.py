@@ -150,6 +150,28 @@ def _deployments(api: Any) -> list[dict[str, Any]]:
     return list(data["items"])
 
 
+def _say_autoscaling(api: Any) -> None:
+    """Each autoscaling sample's Autoscaling condition: what its HPA sees, or the missing hop."""
+    for item in _deployments(api):
+        for cond in (item.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Autoscaling":
+                name = item["metadata"]["name"]
+                _say(f"   {name}: Autoscaling {cond['status']} {cond['reason']}: {cond['message']}")
+
+
+def _monitoring_available() -> bool:
+    """Whether `sim up --with monitoring` can run here (Debian's prometheus, the cached adapter)."""
+    import shutil  # noqa: PLC0415
+
+    from deepseek_operator.errors import ToolsMissingError  # noqa: PLC0415
+
+    try:
+        tool_path("prometheus-adapter")
+    except ToolsMissingError:
+        return False
+    return shutil.which("prometheus") is not None
+
+
 def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) -> int:
     """Run the demo; returns the process exit code (0: every sample reached Ready, 2: pytriton missing)."""
     if importlib.util.find_spec("pytriton") is None:
@@ -164,7 +186,10 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
     )
     _say(f"== starting a simulated cluster: GPU pools {gpus}, plus one CPU node")
     started = time.monotonic()
-    cluster = SimCluster(gpus=gpus, cpu_nodes=1, progress=lambda m: _say(f"   {m}"))
+    # With Prometheus and prometheus-adapter at hand the sample's HPA gets real GPU utilization
+    # (docs/autoscaling.md); without them its Autoscaling condition says which hop is missing.
+    extras = ("monitoring",) if _monitoring_available() else ()
+    cluster = SimCluster(gpus=gpus, cpu_nodes=1, with_components=extras, progress=lambda m: _say(f"   {m}"))
     cluster.start()
     operator: subprocess.Popen[bytes] | None = None
     try:
@@ -213,6 +238,7 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
         _say("")
         _say(_kubectl(cluster, "get", "pods", "-n", NAMESPACE, "-o", "wide"))
         _say(_kubectl(cluster, "get", "deploy,svc,job,pdb,hpa,configmap", "-n", NAMESPACE))
+        _say_autoscaling(api)
 
         _say("== a spec the API server refuses (tensorParallel 3, both pvc and uri):")
         bad = {

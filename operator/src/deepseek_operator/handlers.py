@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from deepseek_operator import metrics
 from deepseek_operator.api.constants import GROUP, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.kube.watch import WATCH_TIMEOUT_SECONDS
@@ -41,12 +42,23 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings.peering.lifetime = peering.lifetime
     controller = Controller(namespaces=tuple(memo.get("watch_namespaces") or ()), active=peering is None)
     memo["controller"] = controller
+    metrics.install(_collector(controller))
     await asyncio.get_running_loop().run_in_executor(None, controller.start)
     if peering is not None:
         # kopf pauses its own watch when another replica works; the loop pauses with it.
         watch = PeeringWatch(peering, lambda on: controller.resume() if on else controller.pause())
         memo["peering_watch"] = watch
         watch.start()
+
+
+def _collector(controller: Controller) -> metrics.ResourceCollector:
+    """The gauges of every resource in ``controller``'s cache (read when Prometheus scrapes)."""
+    cache = controller.cache
+
+    def pods(namespace: str, name: str) -> list[dict[str, Any]]:
+        return [obj for (kind, _), obj in cache.children((namespace, name)).items() if kind == "Pod"]
+
+    return metrics.ResourceCollector(cache.resources.items, pods, lambda: controller.active)
 
 
 @kopf.on.cleanup()
@@ -57,6 +69,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, watch.stop)
     controller = memo.get("controller")
     if controller is not None:
+        metrics.install(None)
         await asyncio.get_running_loop().run_in_executor(None, controller.stop)
 
 

@@ -107,12 +107,27 @@ class GPUSpec:
     tolerations: tuple[Any, ...] = ()
 
 
+QUEUE_SIGNALS = ("pendingRequests", "queueToComputeRatio")
+QUEUE_DEFAULT_TARGETS = {"pendingRequests": 4.0, "queueToComputeRatio": 0.5}
+
+
+@dataclass(frozen=True)
+class QueueSignal:
+    """spec.autoscaling.queue: Triton's queue as a second HPA signal."""
+
+    signal: str = "pendingRequests"  # one of QUEUE_SIGNALS
+    target: float = 1.0
+
+
 @dataclass(frozen=True)
 class AutoscalingSpec:
     min_replicas: int = 1
     max_replicas: int = 4
     target_gpu_utilization: int = 70
     scale_down_stabilization_seconds: int = 300
+    scale_up_step: int = 2
+    scale_up_period_seconds: int = 180
+    queue: QueueSignal | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,21 @@ def _num(d: dict[str, Any], key: str, path: str, default: float, lo: float, hi: 
     if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
         raise SpecError(f"{path}.{key}: {value!r} must be a number from {lo} to {hi}")
     return float(value)
+
+
+def _queue_signal(raw: Any, path: str) -> QueueSignal | None:
+    if raw is None:
+        return None
+    q = _obj(raw, path)
+    signal = _enum(q, "signal", path, "pendingRequests", QUEUE_SIGNALS)
+    target = q.get("target", QUEUE_DEFAULT_TARGETS[signal])
+    if isinstance(target, bool) or not isinstance(target, int | float):
+        raise SpecError(
+            f"{path}.target: must be a number such as 4 (requests waiting per pod) or 0.5 (ratio)"
+        )
+    if not 0.001 <= float(target) <= 100_000:
+        raise SpecError(f"{path}.target: {target} is out of range; give 0.001 to 100000")
+    return QueueSignal(signal, float(target))
 
 
 def _enum(d: dict[str, Any], key: str, path: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -455,6 +485,9 @@ def parse_spec(raw: Any) -> DeploymentSpec:
             max_replicas=hi,
             target_gpu_utilization=_int(a, "targetGPUUtilization", p, 70, 1, 100),
             scale_down_stabilization_seconds=_int(a, "scaleDownStabilizationSeconds", p, 300, 0, 3600),
+            scale_up_step=_int(a, "scaleUpStep", p, 2, 1, 100),
+            scale_up_period_seconds=_int(a, "scaleUpPeriodSeconds", p, 180, 1, 1800),
+            queue=_queue_signal(a.get("queue"), f"{p}.queue"),
         )
     nccl = _obj(spec.get("nccl"), "spec.nccl")
     nccl_env = _str_map(nccl, "env", "spec.nccl")

@@ -33,6 +33,7 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     ANALYSIS_PASSING = "AnalysisPassing"
     ROLLED_BACK = "RolledBack"
+    AUTOSCALING = "Autoscaling"  # only with spec.autoscaling: whether the HPA gets its metrics
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

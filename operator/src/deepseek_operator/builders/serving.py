@@ -23,7 +23,7 @@ from deepseek_operator.api.constants import (
     LWS_WORKER_INDEX_LABEL,
 )
 from deepseek_operator.api.spec import DeploymentSpec
-from deepseek_operator.builders import fetch
+from deepseek_operator.builders import autoscaling, fetch
 from deepseek_operator.errors import SpecError
 from deepseek_operator.images import profile_for
 from deepseek_operator.planning import catalog
@@ -998,7 +998,9 @@ def _encrypted_build(spec: DeploymentSpec, plan: Plan, pod: dict[str, Any]) -> N
     ]
 
 
-GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"  # dcgm-exporter's GPU utilization (percent), via prometheus-adapter
+GPU_UTIL_METRIC = (
+    autoscaling.DCGM_GPU_UTIL
+)  # dcgm-exporter's GPU utilization (percent), via prometheus-adapter
 
 
 def build_hpa(
@@ -1007,10 +1009,13 @@ def build_hpa(
     target: str,
     workload_kind: str = "Deployment",
     lent_replicas: int = 0,
+    metric_names: autoscaling.MetricNames | None = None,
 ) -> dict[str, Any] | None:
-    """An HPA on average GPU utilization of the stable revision's workload ``target``, when
-    ``spec.autoscaling`` is set. ``lent_replicas`` (a canary that took a stable replica's GPUs)
-    lowers the ceiling for as long as the canary runs, so that the HPA does not take them back."""
+    """An HPA on average GPU utilization (and, when asked, Triton's queue) of the stable revision's
+    workload ``target``, when ``spec.autoscaling`` is set. A LeaderWorkerSet scales by whole
+    groups through its scale subresource. ``lent_replicas`` (a canary that took a stable
+    replica's GPUs) lowers the ceiling for as long as the canary runs, so that the HPA does not
+    take them back. ``metric_names``: what the adapter serves (default: the operator's setting)."""
     auto = spec.autoscaling
     if auto is None:
         return None
@@ -1028,15 +1033,7 @@ def build_hpa(
             },
             "minReplicas": auto.min_replicas,
             "maxReplicas": ceiling,
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": GPU_UTIL_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": str(auto.target_gpu_utilization)},
-                    },
-                }
-            ],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": auto.scale_down_stabilization_seconds}},
+            "metrics": autoscaling.hpa_metrics(auto, metric_names or autoscaling.metric_names()),
+            "behavior": autoscaling.hpa_behavior(auto),
         },
     }

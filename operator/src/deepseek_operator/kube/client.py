@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator import metrics
 from deepseek_operator.api.clock import format_time
 from deepseek_operator.api.constants import (
     API_VERSION,
@@ -115,6 +116,7 @@ def request(
     resp = api.call_api(method_, url, header_params=headers, body=body_, post_params=post)
     raw = resp.read()
     if not 200 <= resp.status < 300:
+        metrics.api_error(resp.status, method)
         raise ApiException(http_resp=resp, body=raw.decode(errors="replace") if raw else None)
     return json.loads(raw) if raw else None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from deepseek_operator import metrics
 from deepseek_operator.kube.client import api_client, request
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Source:
     optional: bool = False  # the API may be absent (a CRD not installed): wait for it quietly
     # Given: follow the collection in each of these namespaces only (RBAC may grant no more).
     namespaces: tuple[str, ...] = ()
+    field_selector: str = ""  # e.g. metadata.name=X: one object of a cluster-scoped kind
 
     def paths(self) -> list[tuple[str, str | None]]:
         """(REST path, namespace) of each collection to follow: the one across namespaces, or
@@ -182,7 +184,10 @@ class Informer:
                 self.synced.set()
 
     def _query(self) -> list[tuple[str, str]]:
-        return [("labelSelector", self.source.label_selector)] if self.source.label_selector else []
+        query = [("labelSelector", self.source.label_selector)] if self.source.label_selector else []
+        if self.source.field_selector:
+            query.append(("fieldSelector", self.source.field_selector))
+        return query
 
     def _run(self, path: str, namespace: str | None) -> None:
         backoff = 0.5
@@ -198,6 +203,15 @@ class Informer:
                     self.available = False
                     self._mark_listed(path)  # nothing to wait for: the API is not there
                     self._stop.wait(10.0)
+                    continue
+                if e.status == 403 and self.source.optional:
+                    # Not granted (an older role without this rule): the caller does without it;
+                    # asked again every few minutes, not at the backoff's pace.
+                    if self.available:
+                        log.info("not allowed to watch %s; going without it", self.source.kind)
+                    self.available = False
+                    self._mark_listed(path)
+                    self._stop.wait(WATCH_TIMEOUT_SECONDS)
                     continue
                 log.warning("watch of %s failed: HTTP %s %s", self.source.kind, e.status, e.reason)
             except Exception as e:  # a dropped connection, a timeout: list again after a pause
@@ -270,6 +284,8 @@ class Informer:
             method, url, headers=headers, _request_timeout=(10, _READ_TIMEOUT_SECONDS)
         )
         raw = resp.response
+        if not 200 <= raw.status < 300:
+            metrics.api_error(raw.status, method)
         if raw.status == 410:
             raw.release_conn()
             yield {"type": "ERROR", "object": {"code": 410}}

@@ -43,6 +43,10 @@ OWNED: dict[str, tuple[str, str, bool]] = {
 }
 _OUR_ANNOTATIONS = f"{GROUP}/"
 PVC = "PersistentVolumeClaim"
+API_SERVICE = "APIService"
+# The aggregated API the HPA reads Pods metrics from (prometheus-adapter registers it); watched by
+# name only, so that status can say whether that hop of the autoscaling chain is there.
+METRICS_API_SERVICE = "v1beta1.custom.metrics.k8s.io"
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,6 +108,20 @@ def slim_claim(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def slim_api_service(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An APIService as status reads it: its name and conditions."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+        "status": {
+            "conditions": [
+                {k: c.get(k) for k in ("type", "status", "reason", "message")}
+                for c in (obj.get("status") or {}).get("conditions") or []
+            ]
+        },
+    }
+
+
 def _without_version(obj: Mapping[str, Any] | None) -> Any:
     if obj is None:
         return None
@@ -131,12 +149,14 @@ class Cache:
         on_capacity: Callable[[], None],
         on_references: Callable[[], None] = lambda: None,
         namespaces: tuple[str, ...] = (),
+        on_metrics_api: Callable[[], None] = lambda: None,
     ) -> None:
         """``namespaces``: watch only these (a namespace-scoped install's Roles grant no more);
         nodes are cluster-scoped and always watched whole."""
         self._on_owner = on_owner
         self._on_capacity = on_capacity
         self._on_references = on_references
+        self._on_metrics_api = on_metrics_api
         self._lock = threading.Lock()
         self._index: dict[Owner, set[ChildKey]] = {}
         self.capacity = Capacity()  # the GPU inventory, fed by the pod and node informers
@@ -154,6 +174,16 @@ class Cache:
         self.informers[PVC] = Informer(
             Source(PVC, "/api/v1/persistentvolumeclaims", namespaces=namespaces), slim_claim, self._changed
         )
+        if not namespaces:
+            # APIServices are cluster-scoped: a namespace-scoped install's Roles cannot grant
+            # them, and its status relies on the HPA's own conditions for that hop.
+            source = Source(
+                API_SERVICE,
+                "/apis/apiregistration.k8s.io/v1/apiservices",
+                optional=True,
+                field_selector=f"metadata.name={METRICS_API_SERVICE}",
+            )
+            self.informers[API_SERVICE] = Informer(source, slim_api_service, self._changed)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -180,9 +210,8 @@ class Cache:
     # --- changes ---------------------------------------------------------------------------
 
     def _changed(self, kind: str, event: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        if kind == PVC:
-            if event != "DELETED" and old is None:
-                self._on_references()  # a new claim: whoever waits for one looks again
+        if kind in (API_SERVICE, PVC):
+            self._wake_for(kind, event, obj, old)
             return
         if kind == "Pod":
             self.capacity.pod_changed(event, obj)
@@ -202,6 +231,14 @@ class Cache:
             self._on_owner(owner)
         if kind == "Node" or (kind == "Pod" and _frees_or_takes_gpus(event, obj, old)):
             self._on_capacity()
+
+    def _wake_for(self, kind: str, event: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Kinds no resource owns: whoever depends on them looks again."""
+        if kind == API_SERVICE:
+            if event == "DELETED" or _without_version(obj) != _without_version(old):
+                self._on_metrics_api()  # whoever autoscales says so in its status
+        elif event != "DELETED" and old is None:
+            self._on_references()  # a new claim: whoever waits for one looks again
 
     def resource_changed(self, event: str, body: dict[str, Any]) -> bool:
         """Record a DeepSeekDeployment from kopf's watch; True when it changed (the operator's own
@@ -237,6 +274,14 @@ class Cache:
         """Whether a watched object of ``kind`` is in the cache (False for kinds not watched)."""
         informer = self.informers.get(kind)
         return informer is not None and informer.store.get(namespace, name) is not None
+
+    def metrics_api(self) -> dict[str, Any] | None:
+        """The custom metrics APIService as watched: its slim object, ``{}`` when there is none,
+        None when it cannot be known (not watched, not listed yet, or the API not served)."""
+        informer = self.informers.get(API_SERVICE)
+        if informer is None or not informer.synced.is_set() or not informer.available:
+            return None
+        return informer.store.get("", METRICS_API_SERVICE) or {}
 
     def resource(self, owner: Owner) -> dict[str, Any] | None:
         """The DeepSeekDeployment as last seen."""

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from deepseek_operator import metrics
 from deepseek_operator.api.spec import DeploymentSpec
 from deepseek_operator.errors import OperatorError, TransientError
 from deepseek_operator.kube import client as kube
@@ -54,6 +55,7 @@ class Controller:
             on_capacity=self._wake_waiting,
             on_references=self._wake_referring,
             namespaces=namespaces,
+            on_metrics_api=self._wake_autoscaling,
         )
         self._active = threading.Event()
         if active:
@@ -111,6 +113,11 @@ class Controller:
         for owner in parked:
             self.queue.add(owner)
 
+    @property
+    def active(self) -> bool:
+        """Whether this replica makes passes (False while another replica works)."""
+        return self._active.is_set()
+
     # --- inputs --------------------------------------------------------------------------------
 
     def resource_event(self, event: str, body: dict[str, Any]) -> None:
@@ -137,9 +144,17 @@ class Controller:
                 meta = body.get("metadata") or {}
                 self.queue.add((str(meta.get("namespace")), str(meta.get("name"))))
 
+    def _wake_autoscaling(self) -> None:
+        """The custom metrics APIService changed: the resources with an HPA say so in their status."""
+        for body in self.cache.resources.items():
+            if (body.get("spec") or {}).get("autoscaling") is not None:
+                meta = body.get("metadata") or {}
+                self.queue.add((str(meta.get("namespace")), str(meta.get("name"))))
+
     def _forget(self, owner: Owner) -> None:
         self.cache.capacity.forget(owner)
         self._held.release(owner)
+        metrics.forget(*owner)
         with self._lock:
             self._ran_at.pop(owner, None)
             self._waiting.discard(owner)
@@ -253,7 +268,8 @@ class Controller:
     def _sync_reporting(self, owner: Owner) -> float | None:
         """:meth:`sync`, with failures retried with backoff and said once in an event."""
         try:
-            again = self.sync(owner)
+            with metrics.timed_pass():
+                again = self.sync(owner)
         except TransientError as e:
             # A newer version exists, or the API server is busy: said only when it repeats.
             delay = self._backoff(owner, 0.2)

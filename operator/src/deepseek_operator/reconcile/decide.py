@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepseek_operator import status as st
+from deepseek_operator.api import names
 from deepseek_operator.api.clock import format_time
 from deepseek_operator.api.spec import DeploymentSpec, parse_spec
-from deepseek_operator.api.types import DecisionAction
+from deepseek_operator.api.types import ConditionType, DecisionAction
+from deepseek_operator.builders import autoscaling
 from deepseek_operator.errors import SpecError
 from deepseek_operator.reconcile import analysis_step as an
-from deepseek_operator.reconcile import report
+from deepseek_operator.reconcile import autoscale, report
 from deepseek_operator.reconcile import revision as rv
 from deepseek_operator.reconcile import spec_step as sp
 from deepseek_operator.reconcile.facts import Facts, Writes
@@ -136,7 +138,7 @@ def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
     live = workload_step(f.body, spec, p.revisions, p.records, f.children, w, build, p.handover)
     history = (p.status.get("analysis") or current.get("analysis") or {}).get("history") or []
     progress = decisions.progress(p.revisions, history, an.thresholds(spec))
-    fields = {**p.status, **_status(f, p, live, now, progress)}
+    fields = _autoscaling({**p.status, **_status(f, p, live, now, progress)}, f, spec, p, now)
     if (held := sp.held_invalid_spec(f.body)) is not None:
         fields = sp.keep_invalid_spec(fields, held, now)  # a child moved; the spec is still refused
     w.status = st.status_patch(current, fields)
@@ -155,6 +157,29 @@ def moves_running_revisions(current: Mapping[str, Any], patch: Mapping[str, Any]
     scales and pod labels go out together with it."""
     decided = "revisions" in patch or "lastRollback" in patch
     return decided and bool(Revisions.from_status(current.get("revisions")).stable)
+
+
+def _autoscaling(
+    fields: dict[str, Any], f: Facts, spec: DeploymentSpec, p: _Pass, now: str
+) -> dict[str, Any]:
+    """``status.autoscaling`` and the Autoscaling condition (removed when autoscaling is off)."""
+    meta = f.body["metadata"]
+    conditions = list(fields.get("conditions") or [])
+    if spec.autoscaling is None:
+        if any(c.get("type") == ConditionType.AUTOSCALING for c in conditions):
+            fields["conditions"] = [c for c in conditions if c.get("type") != ConditionType.AUTOSCALING]
+        if (f.body.get("status") or {}).get("autoscaling") is not None:
+            fields["autoscaling"] = None
+        return fields
+    metric_names = autoscaling.metric_names()
+    hpa = f.children.get(("HorizontalPodAutoscaler", names.serving_name(str(meta["name"]))))
+    pods = report.serving_pods(f.children, p.revisions.stable)
+    cond = autoscale.autoscaling_condition(
+        spec.autoscaling, metric_names, str(meta["namespace"]), hpa, f.metrics_api, pods
+    )
+    fields["conditions"] = st.merge_conditions(conditions, [cond], meta.get("generation"), now)
+    fields["autoscaling"] = autoscale.autoscaling_fields(spec.autoscaling, metric_names, hpa)
+    return fields
 
 
 def _status(f: Facts, p: _Pass, live: Live, now: str, progress: decisions.Progress | None) -> dict[str, Any]:

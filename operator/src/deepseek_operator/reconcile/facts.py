@@ -48,6 +48,9 @@ class Facts:
     references: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (kind, name) -> exists
     analysis: AnalysisRun | None = None
     analysis_ran_at: dt.datetime | None = None  # an analysis ran then whose result was not written
+    # The custom metrics APIService (v1beta1.custom.metrics.k8s.io) as watched: {} when there is
+    # none, None when not known (not watched in a namespace-scoped install, not listed yet).
+    metrics_api: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Relabel:
 class MetricOp:
     """A metric to move: ``inc`` a counter or ``observe`` a histogram."""
 
-    name: str  # analyses | rollbacks | promotions | drift_to_rollback
+    name: str  # analyses | rollbacks | promotions | drift_to_rollback | placement_refusals (metrics.py)
     labels: tuple[str, ...]
     value: float = 1.0
 

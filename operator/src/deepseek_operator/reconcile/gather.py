@@ -130,4 +130,5 @@ def gather(cache: Cache, owner: Owner, now: dt.datetime, ran_at: dt.datetime | N
         children=children,
         analysis=run,
         analysis_ran_at=ran_at,
+        metrics_api=cache.metrics_api() if spec.autoscaling is not None else None,
     )

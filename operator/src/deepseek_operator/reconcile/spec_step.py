@@ -23,7 +23,7 @@ from deepseek_operator.planning.placement import Refusal
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import revision as rv
 from deepseek_operator.reconcile.capacity import claim_for
-from deepseek_operator.reconcile.facts import Facts, Writes
+from deepseek_operator.reconcile.facts import Facts, MetricOp, Writes
 from deepseek_operator.rollout import decisions
 from deepseek_operator.rollout.decisions import Revisions
 
@@ -226,6 +226,10 @@ def spec_step(f: Facts, spec: DeploymentSpec, now: str, w: Writes) -> SpecOutcom
             ("Warning", "NotPlaced", plan.message),
         )
         w.waiting_for_capacity = True
+        previous = _conditions(body).get("Placed") or {}
+        if (previous.get("status"), previous.get("reason")) != ("False", plan.reason):  # a new refusal
+            who = (str(meta["namespace"]), str(meta["name"]))
+            w.metrics.append(MetricOp("placement_refusals", (*who, plan.reason)))
         out.stop = True
         return out
     revision = serving.revision_hash(spec, plan)

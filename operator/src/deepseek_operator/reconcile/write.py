@@ -4,6 +4,7 @@ what the API server answered (so that the next pass does not decide on an older 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -11,21 +12,15 @@ from typing import Any
 from deepseek_operator import metrics
 from deepseek_operator.api.constants import KIND
 from deepseek_operator.kube import client as kube
-from deepseek_operator.reconcile import analysis_step as an
 from deepseek_operator.reconcile.cache import Cache
 from deepseek_operator.reconcile.facts import MetricOp, Scale, Writes
 from deepseek_operator.reconcile.report import PHASE_REASON
 
+log = logging.getLogger(__name__)
+
 
 def _metric(op: MetricOp) -> None:
-    if op.name == an.ANALYSES:
-        metrics.ANALYSES.labels(*op.labels).inc(op.value)
-    elif op.name == an.ROLLBACKS:
-        metrics.ROLLBACKS.labels(*op.labels).inc(op.value)
-    elif op.name == an.PROMOTIONS:
-        metrics.PROMOTIONS.labels(*op.labels).inc(op.value)
-    elif op.name == an.DRIFT_TO_ROLLBACK:
-        metrics.DRIFT_TO_ROLLBACK.labels(*op.labels).observe(op.value)
+    metrics.record(op.name, op.labels, op.value)
 
 
 # The objects of one pass do not depend on each other at the API server (a pod that mounts a
@@ -119,4 +114,6 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
             _relabel(cache, namespace, r.pod, dict(r.labels))
     for op in w.metrics:
         _metric(op)
+    for kind, reason, message in w.events:  # the operator's log says what its events say
+        log.info("%s/%s: %s %s: %s", namespace, body["metadata"]["name"], kind, reason, message)
     return plain

@@ -10,13 +10,11 @@ started, also when starting fails half-way.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -33,33 +31,22 @@ import yaml
 from deepseek_operator.errors import SimError
 from deepseek_operator.sim import lws
 from deepseek_operator.sim.gpus import GPUPool, node_manifests, parse_gpu_spec, volume_manifests
-from deepseek_operator.sim.pki import PKI, write_pki
+from deepseek_operator.sim.pki import FRONT_PROXY_CLIENT_CN, PKI, write_pki
+from deepseek_operator.sim.procs import (
+    _die_with_parent,
+    _http_ok,
+    _https_ok,
+    free_port,  # also imported from here by tests and bench
+)
 from deepseek_operator.sim.tools import Tools, find_tools, tool_path
 
 SERVICE_CIDR = "10.0.0.0/16"  # room for thousands of Services (bench/loop.py); a /24 runs out at 254
 SERVICE_IP = "10.0.0.1"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
-COMPONENTS = ("lws",)  # optional components `sim up --with` starts
+COMPONENTS = ("lws", "monitoring")  # optional components `sim up --with` starts
 ADMIN_USER = "sim-admin"
 DEVELOPER_USER = "sim-developer"  # authenticated, but granted nothing: for RBAC tests
 STOP_GRACE_SECONDS = 10.0
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If the process that started the cluster is killed outright (SIGKILL), its
-    # children must not live on holding ports: ask the kernel to end them too.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # Client rate limits of the controller-manager and the scheduler (requests/s, burst).
 _CLIENT_RATE = ("--kube-api-qps=500", "--kube-api-burst=1000")
@@ -132,8 +119,12 @@ class SimCluster:
 
     gpus: str = "h100:2x8"
     cpu_nodes: int = 0
-    # Optional components: "lws" runs the real LeaderWorkerSet controller (sim/lws.py).
+    # Optional components: "lws" runs the real LeaderWorkerSet controller (sim/lws.py);
+    # "monitoring" the dcgm-exporter stand-in, Prometheus and prometheus-adapter as the custom
+    # metrics API (sim/monitoring.py), so that HPAs on GPU utilization work.
     with_components: tuple[str, ...] = ()
+    # kube-controller-manager's --horizontal-pod-autoscaler-sync-period (default 15s); tests shorten it.
+    hpa_sync_period: str = ""
     tools: Tools | None = None
     base_dir: Path | None = None
     progress: Callable[[str], None] | None = None
@@ -147,6 +138,7 @@ class SimCluster:
     admin_token: str = field(init=False, default="")
     developer_token: str = field(init=False, default="")
     pki: PKI | None = field(init=False, default=None)
+    monitoring: Any = field(init=False, default=None)  # sim.monitoring.Monitoring with --with monitoring
     _processes: list[_Process] = field(init=False, default_factory=list)
     _owns_workdir: bool = field(init=False, default=False)
 
@@ -185,7 +177,10 @@ class SimCluster:
     @property
     def pids(self) -> dict[str, int]:
         """The pid of every process this cluster started and that still runs."""
-        return {p.name: p.pid for p in self._processes if p.pid is not None and p.running()}
+        pids = {p.name: p.pid for p in self._processes if p.pid is not None and p.running()}
+        if self.monitoring is not None:
+            pids.update(self.monitoring.pids)
+        return pids
 
     def __enter__(self) -> SimCluster:
         self.start()
@@ -212,6 +207,10 @@ class SimCluster:
 
     def stop(self) -> None:
         """Stop every process this cluster started (newest first) and remove its folder."""
+        if self.monitoring is not None:
+            with contextlib.suppress(Exception):
+                self.monitoring.stop()
+            self.monitoring = None
         for proc in reversed(self._processes):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -225,6 +224,10 @@ class SimCluster:
         for proc in self._processes:
             if not proc.running():
                 raise SimError(f"{proc.name} exited unexpectedly; its log ends with:\n{proc.log_tail()}")
+        if self.monitoring is not None and not self.monitoring.prometheus.running():
+            raise SimError(
+                f"prometheus exited unexpectedly; its log ends with:\n{self.monitoring.prometheus.log_tail()}"
+            )
 
     def api_client(self, developer: bool = False) -> Any:
         """A ``kubernetes.client.ApiClient`` for the admin (or the unprivileged developer)."""
@@ -309,6 +312,17 @@ class SimCluster:
                 # The kubernetes Service cannot point at a loopback address.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # The aggregation layer (prometheus-adapter's custom metrics API, `--with
+                # monitoring`): the API server proxies to an APIService's server with this client
+                # certificate and says who asked in these headers. No --enable-aggregator-routing:
+                # an ExternalName Service (localhost) is then reached without kube-proxy.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
                 *self._audit_args(),
             ],
         )
@@ -339,6 +353,11 @@ class SimCluster:
                 "--concurrent-deployment-syncs=20",
                 "--concurrent-replicaset-syncs=20",
                 "--concurrent-job-syncs=20",
+                *(
+                    [f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}"]
+                    if self.hpa_sync_period
+                    else []
+                ),
             ],
         )
         sched_port = free_port()
@@ -382,6 +401,12 @@ class SimCluster:
         self._wait(kwok, deadline, self._default_namespace_ready, what="the default namespace")
         if "lws" in self.with_components:
             self._start_lws(deadline)
+        if "monitoring" in self.with_components:
+            from deepseek_operator.sim.monitoring import Monitoring  # noqa: PLC0415
+
+            self._say("starting Prometheus, the dcgm-exporter stand-in and prometheus-adapter")
+            self.monitoring = Monitoring(self, workdir=self.workdir / "monitoring", adapter=True)
+            self.monitoring.start(max(10.0, deadline - time.monotonic()))
         self._say("cluster ready")
 
     def _audit_args(self) -> list[str]:
@@ -512,27 +537,6 @@ class SimCluster:
         }
         path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
         path.chmod(0o600)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _https_ok(url: str) -> bool:
-    # The scheduler and controller manager serve /healthz with a self-signed
-    # certificate of their own; only liveness is asked of them here.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 @contextlib.contextmanager

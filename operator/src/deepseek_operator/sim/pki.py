@@ -1,5 +1,7 @@
 """Certificates and keys of the simulated cluster: a CA, the API server's serving
-certificate, and the service-account signing key pair."""
+certificate, the service-account signing key pair, and the aggregation layer's front-proxy CA
+with the client certificate the API server proxies to aggregated APIs (prometheus-adapter's
+custom metrics API) with."""
 
 from __future__ import annotations
 
@@ -24,6 +26,14 @@ class PKI:
     serving_key: Path
     sa_public_key: Path
     sa_private_key: Path
+    front_proxy_ca: Path
+    front_proxy_client_cert: Path
+    front_proxy_client_key: Path
+
+
+# The proxy client certificate's CN: kube-apiserver's --requestheader-allowed-names lists it, and
+# an aggregated API server accepts the X-Remote-User headers only from a client with that name.
+FRONT_PROXY_CLIENT_CN = "front-proxy-client"
 
 
 def _name(cn: str) -> x509.Name:
@@ -39,19 +49,15 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
     path.chmod(0o600)
 
 
-def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
-    """Mint a fresh CA, a serving certificate for 127.0.0.1/localhost and the in-cluster
-    service names, and an RSA key pair for signing service-account tokens, into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    not_before, not_after = now - dt.timedelta(minutes=5), now + dt.timedelta(days=30)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
+def _ca(
+    cn: str, not_before: dt.datetime, not_after: dt.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("deepseek-operator-sim-ca"))
-        .issuer_name(_name("deepseek-operator-sim-ca"))
-        .public_key(ca_key.public_key())
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -70,8 +76,19 @@ def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
+    """Mint a fresh CA, a serving certificate for 127.0.0.1/localhost and the in-cluster
+    service names, and an RSA key pair for signing service-account tokens, into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    not_before, not_after = now - dt.timedelta(minutes=5), now + dt.timedelta(days=30)
+
+    ca_key, ca_cert = _ca("deepseek-operator-sim-ca", not_before, not_after)
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [
@@ -98,6 +115,20 @@ def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
+    proxy_ca_key, proxy_ca = _ca("deepseek-operator-sim-front-proxy-ca", not_before, not_after)
+    proxy_key = ec.generate_private_key(ec.SECP256R1())
+    proxy_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(FRONT_PROXY_CLIENT_CN))
+        .issuer_name(proxy_ca.subject)
+        .public_key(proxy_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(proxy_ca_key, hashes.SHA256())
+    )
+
     pki = PKI(
         ca_cert=directory / "ca.crt",
         ca_key=directory / "ca.key",
@@ -105,6 +136,9 @@ def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
         serving_key=directory / "apiserver.key",
         sa_public_key=directory / "sa.pub",
         sa_private_key=directory / "sa.key",
+        front_proxy_ca=directory / "front-proxy-ca.crt",
+        front_proxy_client_cert=directory / "front-proxy-client.crt",
+        front_proxy_client_key=directory / "front-proxy-client.key",
     )
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
@@ -116,4 +150,7 @@ def write_pki(directory: Path, service_ip: str = "10.0.0.1") -> PKI:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    pki.front_proxy_ca.write_bytes(proxy_ca.public_bytes(serialization.Encoding.PEM))
+    pki.front_proxy_client_cert.write_bytes(proxy_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.front_proxy_client_key, proxy_key)
     return pki

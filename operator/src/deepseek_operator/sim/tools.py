@@ -19,6 +19,7 @@ _PROGRAMS: dict[str, tuple[str, str]] = {
     "helm": ("HELM_VERSION", "helm"),
     "kubeconform": ("KUBECONFORM_VERSION", "kubeconform"),
     "lws-controller": ("LWS_VERSION", "lws"),
+    "prometheus-adapter": ("PROMETHEUS_ADAPTER_VERSION", "prometheus-adapter"),  # hack/build-adapter.sh
 }
 
 
