@@ -28,3 +28,15 @@ def test_the_charts_adapter_rules_are_the_operators(layout: str) -> None:
 
 def test_no_adapter_rules_unless_asked() -> None:
     assert not [o for o in template() if o["metadata"]["name"].endswith("adapter-rules")]
+
+
+def test_the_operator_is_told_its_own_image_for_the_decrypt_init_container() -> None:
+    objects = template(
+        {"image": {"repository": "registry.internal.example/ml/deepseek-operator", "tag": "9.9"}}
+    )
+    (dep,) = [o for o in objects if o["kind"] == "Deployment"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (
+        env["DSO_DECRYPT_IMAGE"] == container["image"] == "registry.internal.example/ml/deepseek-operator:9.9"
+    )

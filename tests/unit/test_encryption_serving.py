@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from deepseek_operator.__main__ import main
+from deepseek_operator.api import spec as api_spec
 from deepseek_operator.api.spec import parse_spec
 from deepseek_operator.api.types import Role
 from deepseek_operator.builders import serving
@@ -474,3 +475,14 @@ def test_a_decryption_failure_in_the_build_job_is_named() -> None:
     assert blocker is not None and (blocker.reason, blocker.where) == ("WeightsDecryptionFailed", "engine")
     running = job_blocker({"metadata": {"name": "build-x"}}, [_failed_pod("wrong key")])
     assert running is not None and running.reason == "WeightsDecryptionFailed"
+
+
+def test_the_decrypt_image_is_the_operators_own_unless_the_spec_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert api_spec.default_decrypt_image({}) == api_spec.DEFAULT_DECRYPT_IMAGE
+    monkeypatch.setenv(api_spec.DECRYPT_IMAGE_ENV, "registry.internal.example/dso:1.2")
+    defaulted = parse_spec(encrypted_body()["spec"]).encryption
+    assert defaulted is not None and defaulted.image == "registry.internal.example/dso:1.2"
+    named = parse_spec(encrypted_body(image="other/dso:3")["spec"]).encryption
+    assert named is not None and named.image == "other/dso:3"

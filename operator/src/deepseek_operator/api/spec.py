@@ -7,7 +7,9 @@ raises :class:`SpecError` naming the field and the fix.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +24,19 @@ BATCH_POLICIES = ("max_utilization", "guaranteed_no_evict")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 CIPHERS = ("sm4-gcm", "aes-256-gcm")
 PLAINTEXT_VOLUMES = ("Memory", "NodeDisk")
-# The decrypt init container runs the operator's own image (its `decrypt` command); the chart's
-# default image is localhost/deepseek-operator at the chart's appVersion (charts/*/values.yaml).
+# The decrypt init container runs the operator's own image (its `decrypt` command). The chart tells
+# the operator where that image is ($DSO_DECRYPT_IMAGE, set to the chart's `image`); without it, the
+# name `make image` builds (localhost/deepseek-operator at this version).
 DEFAULT_DECRYPT_IMAGE = f"localhost/deepseek-operator:{__version__}"
+DECRYPT_IMAGE_ENV = "DSO_DECRYPT_IMAGE"
+
+
+def default_decrypt_image(environ: Mapping[str, str] | None = None) -> str:
+    """The decrypt init container's image when the spec names none: the operator's own."""
+    env = os.environ if environ is None else environ
+    return env.get(DECRYPT_IMAGE_ENV) or DEFAULT_DECRYPT_IMAGE
+
+
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 _PARAMS_RE = re.compile(r"^(\d+(?:\.\d+)?)([MBT])$")
@@ -314,7 +326,7 @@ def _parse_encryption(model: dict[str, Any]) -> EncryptionSpec | None:
         key=key,
         cipher=_enum(raw, "cipher", p, "sm4-gcm", CIPHERS),
         plaintext_volume=_enum(raw, "plaintextVolume", p, "Memory", PLAINTEXT_VOLUMES),
-        image=str(raw.get("image") or DEFAULT_DECRYPT_IMAGE),
+        image=str(raw.get("image") or default_decrypt_image()),
     )
 
 
