@@ -175,7 +175,7 @@ ACTIVE = ("True", "ValidMetricFound", "the HPA was able to successfully calculat
         (UP, None, [READY], "Unknown", "HPAPending", "being created"),
         (UP, _hpa(ACTIVE), [STARTING], "False", U, "no serving pod is Running and Ready"),
         (UP, _hpa(None), [READY], "Unknown", "Waiting", "not evaluated"),
-        (UP, _hpa(NOT_FOUND), [READY], "False", U, "serves no DCGM_FI_DEV_GPU_UTIL"),
+        (UP, _hpa(NOT_FOUND), [READY], "False", U, "serves no DCGM_FI_DEV_GPU_UTIL for these pods"),
         (None, _hpa(NO_ANSWER), [READY], "False", U, "does not answer"),
         (UP, _hpa(ACTIVE), [READY], "True", "Active", "DCGM_FI_DEV_GPU_UTIL 45/70; 2 replica(s)"),
         (None, _hpa(ACTIVE, limited=True), [READY], "True", "Active", "(limited: max 3)"),

@@ -159,6 +159,21 @@ def _say_autoscaling(api: Any) -> None:
                 _say(f"   {name}: Autoscaling {cond['status']} {cond['reason']}: {cond['message']}")
 
 
+def _settle_autoscaling(api: Any, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until every autoscaling sample's HPA gets its metrics."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reasons = [
+            c.get("reason")
+            for item in _deployments(api)
+            for c in (item.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Autoscaling"
+        ]
+        if all(r == "Active" for r in reasons):
+            return
+        time.sleep(1)
+
+
 def _monitoring_available() -> bool:
     """Whether `sim up --with monitoring` can run here (Debian's prometheus, the cached adapter)."""
     import shutil  # noqa: PLC0415
@@ -230,6 +245,9 @@ def run_demo(gpus: str = DEMO_GPUS, keep: bool = False, timeout: float = 180.0) 
             if len(items) == len(samples) and all(p == Phase.READY for p in phases.values()):
                 break
             time.sleep(1)
+        # The adapter serves a new pod's series after its next relist (1 s here): give the HPAs
+        # a moment to get their metrics before showing them.
+        _settle_autoscaling(api, 20.0 if extras else 0.0)
         _say(f"== after {time.monotonic() - started:.0f} s:")
         _say(_kubectl(cluster, "get", "dsd", "-n", NAMESPACE))
         for item in _deployments(api):

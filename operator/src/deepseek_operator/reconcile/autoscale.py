@@ -112,7 +112,7 @@ def _metric_failure(active: Mapping[str, Any], gpu: str, namespace: str) -> st.C
     """Hop 4: the HPA could not get a metric; which one, and what the HPA said."""
     message = str(active.get("message") or "")
     found = _METRIC_IN_MESSAGE.search(message)
-    metric = found.group(1) if found else gpu
+    metric = found.group(1).rstrip(":") if found else gpu  # the HPA writes "metric NAME: why"
     if "unable to handle the request" in message:
         hop = "the custom metrics API does not answer (prometheus-adapter down?)"
     else:
