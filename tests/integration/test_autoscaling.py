@@ -25,14 +25,13 @@ from kubernetes import client
 
 from deepseek_operator.api import names
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
-from deepseek_operator.kube import client as kube
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.monitoring import Monitoring
 from deepseek_operator.sim.standin import StandInServer
 from deepseek_operator.sim.tools import repo_root
 from tests.support.openai_standin import OpenAIStandIn, openai_standin
-from tests.support.plugin import apply_crds, wait_for
+from tests.support.plugin import apply_crds, own_cluster, wait_for
 
 GPU = "DCGM_FI_DEV_GPU_UTIL"
 TRT = {"runtime": "tensorrt-llm", "precision": "bf16", "maxInputTokens": 2048, "maxOutputTokens": 256}
@@ -43,23 +42,8 @@ GOLDEN = "\n".join(json.dumps({"prompt": p, "expect": e, "maxTokens": 8}) for p,
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
     c = SimCluster(gpus="h100:5x8", cpu_nodes=1, with_components=("monitoring", "lws"), hpa_sync_period="1s")
-    c.start(timeout=240)
-    previous = {k: os.environ.get(k) for k in ("KUBECONFIG", ENDPOINTS_ENV)}
-    endpoints = tmp_path_factory.mktemp("autoscaling") / "endpoints.yaml"
-    endpoints.write_text("{}\n")
-    os.environ["KUBECONFIG"] = str(c.kubeconfig)
-    os.environ[ENDPOINTS_ENV] = str(endpoints)
-    kube.reset_api_client()
-    try:
-        yield c
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        kube.reset_api_client()
-        c.stop()
+    with own_cluster(c, tmp_path_factory.mktemp("autoscaling") / "endpoints.yaml") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.tools import repo_root
 from tests.support.openai_standin import OpenAIStandIn, openai_standin
-from tests.support.plugin import apply_crds, wait_for
+from tests.support.plugin import apply_crds, own_cluster, wait_for
 
 RIGHT = {"17 * 23": " 391", "capital of France": " Paris", "Reply with OK": "OK"}
 GOLDEN = (
@@ -56,23 +56,8 @@ def lws_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster
     """Six H100 nodes of 8 (two 2-node replicas and a 2-node canary) and the real LWS controller;
     the operator's client and kopf are pointed at it for the module, and back afterwards."""
     cluster = SimCluster(gpus="h100:6x8", cpu_nodes=1, with_components=("lws",))
-    cluster.start(timeout=240)
-    previous = {k: os.environ.get(k) for k in ("KUBECONFIG", ENDPOINTS_ENV)}
-    endpoints = tmp_path_factory.mktemp("lws") / "endpoints.yaml"
-    endpoints.write_text("{}\n")
-    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-    os.environ[ENDPOINTS_ENV] = str(endpoints)
-    kube.reset_api_client()
-    try:
-        yield cluster
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        kube.reset_api_client()
-        cluster.stop()
+    with own_cluster(cluster, tmp_path_factory.mktemp("lws") / "endpoints.yaml") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ Tests under ``tests/unit`` are marked ``unit`` and tests under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -80,6 +81,32 @@ def sim_cluster() -> Iterator[SimCluster]:
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = previous
+        cluster.stop()
+
+
+@contextlib.contextmanager
+def own_cluster(cluster: SimCluster, endpoints: Path, timeout: float = 240) -> Iterator[SimCluster]:
+    """Start ``cluster`` (a module's own, with other components than the session's) and point the
+    operator's client, kopf and the analyses' endpoint map (``endpoints``) at it; put both back and
+    stop it afterwards."""
+    from deepseek_operator.kube import client as kube  # noqa: PLC0415
+    from deepseek_operator.rollout.analysis import ENDPOINTS_ENV  # noqa: PLC0415
+
+    cluster.start(timeout=timeout)
+    previous = {k: os.environ.get(k) for k in ("KUBECONFIG", ENDPOINTS_ENV)}
+    endpoints.write_text("{}\n")
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    os.environ[ENDPOINTS_ENV] = str(endpoints)
+    kube.reset_api_client()
+    try:
+        yield cluster
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        kube.reset_api_client()
         cluster.stop()
 
 
