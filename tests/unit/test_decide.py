@@ -325,6 +325,16 @@ def test_status_goes_first_exactly_when_it_decides_about_running_revisions(measu
         assert x.status_first == (bool(stable) and decided), (stable, sorted(x.status), x.status_first)
 
 
+def test_the_rollback_pass_writes_the_phase_and_the_rolled_back_condition_together() -> None:
+    w = deployed()
+    canary = new_revision(w)
+    rollback = analyse(w, SLOW, times=3)
+    assert rollback.status["lastRollback"]["from"] == canary
+    assert rollback.status["phase"] == "RolledBack"
+    (cond,) = [c for c in rollback.status["conditions"] if c["type"] == "RolledBack"]
+    assert cond["status"] == "True" and canary in cond["message"]
+
+
 def test_failing_canary_is_rolled_back_and_not_retried() -> None:
     w = deployed()
     stable = revs(w).stable

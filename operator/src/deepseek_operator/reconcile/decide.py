@@ -204,4 +204,5 @@ def _status(f: Facts, p: _Pass, live: Live, now: str, progress: decisions.Progre
         now,
         p.conditions,
         progress,
+        p.status.get("lastRollback"),
     )

@@ -250,17 +250,20 @@ def rollout_status(
     now: str,
     conditions: list[dict[str, Any]] | None = None,
     progress: decisions.Progress | None = None,
+    last_rollback: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status fields that follow the children: phase, conditions, replicas. ``observed`` and
     ``blockers`` are the stable revision's and the canary's; ``conditions`` the list to merge into
     (default: the current one); ``progress`` the analysis of the revision under test (its counts
-    go into the canary's Progressing message; at the failure limit, Progressing says Halted)."""
+    go into the canary's Progressing message; at the failure limit, Progressing says Halted);
+    ``last_rollback`` the rollback this pass writes, if any (default: the one in status), so that
+    the phase RolledBack and the RolledBack condition are written together."""
     current = body.get("status") or {}
     stable_obs, canary_obs = observed
     phase, conds = st.compute_phase_and_conditions(stable_obs, plan_message)
     if blockers[0] is not None and revs.stable not in revs.failed:
         conds = _blocked_conditions(conds, phase, blockers[0])
-    last_rb = current.get("lastRollback") or {}
+    last_rb = (last_rollback if last_rollback is not None else current.get("lastRollback")) or {}
     if revs.stable in revs.failed:
         phase = Phase.FAILED
         conds = _failed_stable(conds, revs, current)
