@@ -29,9 +29,8 @@ from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.monitoring import Monitoring
 from deepseek_operator.sim.standin import StandInServer
-from deepseek_operator.sim.tools import repo_root
 from tests.support.openai_standin import OpenAIStandIn, openai_standin
-from tests.support.plugin import apply_crds, own_cluster, wait_for
+from tests.support.plugin import apply_crds, model_namespace, own_cluster, wait_for
 
 GPU = "DCGM_FI_DEV_GPU_UTIL"
 TRT = {"runtime": "tensorrt-llm", "precision": "bf16", "maxInputTokens": 2048, "maxOutputTokens": 256}
@@ -82,22 +81,8 @@ def operator(api: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def ns(api: Any, operator: Any) -> Iterator[str]:
-    core = client.CoreV1Api(api)
-    name = f"as-{os.urandom(4).hex()}"
-    core.create_namespace({"metadata": {"name": name}})
-    import yaml  # noqa: PLC0415
-
-    (pvc,) = [
-        d
-        for d in yaml.safe_load_all((repo_root() / "manifests/samples/model-store-pvc.yaml").read_text())
-        if d
-    ]
-    core.create_namespaced_persistent_volume_claim(name, pvc)
-    core.create_namespaced_config_map(
-        name, {"metadata": {"name": "golden"}, "data": {"golden.jsonl": GOLDEN}}
-    )
-    yield name
-    core.delete_namespace(name)
+    with model_namespace(api, "as", GOLDEN) as name:
+        yield name
 
 
 def _spec(model: str, path: str, autoscaling: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from deepseek_operator.api import names
@@ -28,9 +27,8 @@ from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.kube import client as kube
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
-from deepseek_operator.sim.tools import repo_root
 from tests.support.openai_standin import OpenAIStandIn, openai_standin
-from tests.support.plugin import apply_crds, own_cluster, wait_for
+from tests.support.plugin import apply_crds, model_namespace, own_cluster, wait_for
 
 RIGHT = {"17 * 23": " 391", "capital of France": " Paris", "Reply with OK": "OK"}
 GOLDEN = (
@@ -80,20 +78,8 @@ def lws_operator(api: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def ns(api: Any) -> Iterator[str]:
-    core = client.CoreV1Api(api)
-    name = f"lws-{os.urandom(4).hex()}"
-    core.create_namespace({"metadata": {"name": name}})
-    (pvc,) = [
-        d
-        for d in yaml.safe_load_all((repo_root() / "manifests/samples/model-store-pvc.yaml").read_text())
-        if d
-    ]
-    core.create_namespaced_persistent_volume_claim(name, pvc)
-    core.create_namespaced_config_map(
-        name, {"metadata": {"name": "golden"}, "data": {"golden.jsonl": GOLDEN}}
-    )
-    yield name
-    core.delete_namespace(name)
+    with model_namespace(api, "lws", GOLDEN) as name:
+        yield name
 
 
 def _body() -> dict[str, Any]:

@@ -110,6 +110,30 @@ def own_cluster(cluster: SimCluster, endpoints: Path, timeout: float = 240) -> I
         cluster.stop()
 
 
+@contextlib.contextmanager
+def model_namespace(api: Any, prefix: str, golden: str) -> Iterator[str]:
+    """A fresh namespace with the samples' model PVC and a golden-set ConfigMap ``golden``
+    (key golden.jsonl); deleted afterwards."""
+    from kubernetes import client  # noqa: PLC0415
+
+    core = client.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    (pvc,) = [
+        d
+        for d in yaml.safe_load_all((repo_root() / "manifests/samples/model-store-pvc.yaml").read_text())
+        if d
+    ]
+    core.create_namespaced_persistent_volume_claim(name, pvc)
+    core.create_namespaced_config_map(
+        name, {"metadata": {"name": "golden"}, "data": {"golden.jsonl": golden}}
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
 @pytest.fixture(scope="session")
 def kube_api(sim_cluster: SimCluster) -> Any:
     """An API client for the cluster administrator."""
