@@ -4,7 +4,6 @@ namespace-scoped (Roles in the watched namespaces only), and two replicas with k
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from deepseek_operator.sim.cluster import SimCluster, free_port
 from deepseek_operator.sim.standin import StandInServer
 from deepseek_operator.sim.tools import repo_root
 from tests.integration.test_rollout import ANSWERS, Endpoints, Rollout, _body
-from tests.support.chart import CHART, helm, set_args
+from tests.support.chart import CHART, helm, refusals, set_args
 from tests.support.image import OperatorContainer, build_image, sa_kubeconfig
 from tests.support.plugin import wait_for
 
@@ -138,7 +137,7 @@ def test_namespace_scoped_install_reconciles_only_the_watched_namespace(
     finally:
         op.remove()
         install.uninstall()
-    assert not re.search(r"forbidden|\b403\b", logs, re.IGNORECASE), logs[-3000:]
+    assert refusals(logs) == [], logs[-3000:]
     assert other not in logs, f"the operator logged about {other}:\n{logs[-3000:]}"
 
 

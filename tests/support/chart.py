@@ -4,6 +4,7 @@ rules its roles grant, and the API server's audit log read back as (verb, group,
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ rules:
   userGroups: ["system:serviceaccounts"]
 - level: None
 """
+
+# A refusal in the operator's log: the client's and kopf's "Forbidden", or a urllib3 request line
+# with status 403. A bare "403" is not one: log timestamps carry milliseconds (",403]").
+_REFUSAL = re.compile(r'forbidden|HTTP/1\.1" 403\b', re.IGNORECASE)
+
+
+def refusals(logs: str) -> list[str]:
+    """The lines of an operator log that show the API server refused a request."""
+    return [line for line in logs.splitlines() if _REFUSAL.search(line)]
 
 
 def kubeconform_schemas() -> Path:
