@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from deepseek_operator.api import names
-from deepseek_operator.api.constants import KIND, LABEL_COMPONENT
+from deepseek_operator.api.constants import KIND
 from deepseek_operator.reconcile.cache import slim_node, slim_owned
 from deepseek_operator.reconcile.capacity import Capacity
 from deepseek_operator.reconcile.decide import decide
@@ -47,6 +47,13 @@ def gpu_nodes(spec: str = "h100:2x8,a100-80gb:1x4") -> list[dict[str, Any]]:
     return [slim_node(n) for n in nodes]
 
 
+def _pod_labels(workload: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of the (leader) pods a workload creates: its pod template's."""
+    spec = workload["spec"]
+    template = spec["template"] if "template" in spec else spec["leaderWorkerTemplate"]["leaderTemplate"]
+    return dict(template["metadata"]["labels"])
+
+
 @dataclass
 class World:
     """One resource, its children and the nodes; ``now`` moves only when a test moves it."""
@@ -61,6 +68,9 @@ class World:
     ran_at: dt.datetime | None = None
     version: int = 1
     metrics_api: dict[str, Any] | None = None  # the custom metrics APIService as watched
+    # Workload name -> the labels its pods are created with (the children are kept slim, as the
+    # operator's cache keeps them: without their templates).
+    pod_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def facts(self, analysis: AnalysisRun | None = None) -> Facts:
         """The facts a pass would gather now."""
@@ -129,6 +139,8 @@ class World:
         full["metadata"]["resourceVersion"] = self._bump()
         old = self.children.get((obj["kind"], obj["metadata"]["name"]))
         slim = slim_owned(full)
+        if obj["kind"] in ("Deployment", "LeaderWorkerSet"):
+            self.pod_labels[obj["metadata"]["name"]] = _pod_labels(full)
         if old is not None and "spec" in old and "spec" not in slim:
             slim["spec"] = old["spec"]  # the count belongs to the scale manager
         if old is not None and "status" in old:
@@ -157,9 +169,7 @@ class World:
             del self.children[("Pod", extra)]
         for i in range(len(pods), want):
             pod_name = f"{name}-pod-{i}"
-            pod_labels = {**names.labels(labels[names.DEPLOYMENT_LABEL], names.COMPONENT_SERVING)}
-            pod_labels[names.REVISION_LABEL] = revision
-            pod_labels[LABEL_COMPONENT] = names.COMPONENT_SERVING
+            pod_labels = dict(self.pod_labels[name])  # as its controller creates it
             self.children[("Pod", pod_name)] = {
                 "metadata": {"name": pod_name, "namespace": "llm", "labels": pod_labels},
                 "spec": {

@@ -38,6 +38,17 @@ def reasons(w: World) -> list[str]:
     return [r for _, r, _ in w.events]
 
 
+def traffic(w: World) -> dict[str, str | None]:
+    """Each revision's pods' traffic label (one value per revision: all its pods agree)."""
+    seen: dict[str, set[str | None]] = {}
+    for (k, _), p in w.children.items():
+        if k == "Pod":
+            labels = p["metadata"]["labels"]
+            seen.setdefault(labels[names.REVISION_LABEL], set()).add(labels.get(names.TRAFFIC_LABEL))
+    assert all(len(v) == 1 for v in seen.values()), seen
+    return {r: next(iter(v)) for r, v in seen.items()}
+
+
 def deployed() -> World:
     """A sample that converged: its first revision is stable and Ready."""
     w = World(sample())
@@ -315,7 +326,6 @@ def test_status_goes_first_exactly_when_it_decides_about_running_revisions(measu
     analyse(w, measurement, times=3)
     w.converge()
     passes = w.__dict__["passes"]
-    assert any(not x.status_first and x.relabel for _, x in passes)  # pod labels went with the status
     decisions = [
         x for stable, x in passes if stable and ("revisions" in x.status or "lastRollback" in x.status)
     ]
@@ -323,6 +333,17 @@ def test_status_goes_first_exactly_when_it_decides_about_running_revisions(measu
     for stable, x in passes:
         decided = "revisions" in x.status or "lastRollback" in x.status
         assert x.status_first == (bool(stable) and decided), (stable, sorted(x.status), x.status_first)
+
+
+def test_serving_pods_start_with_the_traffic_label_and_no_pass_relabels_them() -> None:
+    w = Recording(sample())
+    w.converge()
+    stable = revs(w).stable
+    assert traffic(w) == {stable: "serving"}
+    assert [x.relabel for _, x in w.__dict__["passes"] if x.relabel] == []  # no write per pod
+    canary = new_revision(w)
+    assert traffic(w) == {stable: "serving", canary: "serving"}  # a canary takes its share at once
+    assert [x.relabel for _, x in w.__dict__["passes"] if x.relabel] == []
 
 
 def test_the_rollback_pass_writes_the_phase_and_the_rolled_back_condition_together() -> None:
@@ -390,15 +411,20 @@ def test_stable_that_drifts_rolls_back_to_the_warm_standby() -> None:
     assert revs(w).stable == new
     w.converge()
     assert w.children[("Deployment", names.workload_name("r1-qwen-7b", old))]["spec"]["replicas"] == 1
+    assert traffic(w) == {old: None, new: "serving"}  # the warm standby's pods are out of the Service
+    lost = next(n for (k, n), p in w.children.items() if k == "Pod" and old in n)
+    del w.children[("Pod", lost)]  # its node went away: the ReplicaSet makes it again
+    w.settle(ready=False)
+    assert traffic(w) == {old: "serving", new: "serving"}  # as its template has it, not yet ready
+    again = w.decide()
+    assert [r.labels for r in again.relabel] == [{names.TRAFFIC_LABEL: None}] and not again.status_first
+    w.apply(again)
+    w.settle()
+    assert traffic(w) == {old: None, new: "serving"}
     analyse(w, SLOW, times=3)
     r = revs(w)
     assert (r.stable, r.failed) == (old, (new,))
-    traffic = {
-        p["metadata"]["labels"][names.REVISION_LABEL]: p["metadata"]["labels"].get(names.TRAFFIC_LABEL)
-        for (k, _), p in w.children.items()
-        if k == "Pod"
-    }
-    assert traffic[old] == "serving"
+    assert traffic(w)[old] == "serving"  # back in, by a label: no pod started
 
 
 def test_spec_back_at_stable_aborts_the_canary() -> None:

@@ -12,9 +12,12 @@ from deepseek_operator.api import constants as c
 REVISION_LABEL = f"{c.GROUP}/revision"
 DEPLOYMENT_LABEL = f"{c.GROUP}/deployment"
 ENGINE_CACHE_KEY_ANNOTATION = f"{c.GROUP}/engine-cache-key"
-# Set by the operator on the pods of the revisions that take traffic (stable and canary); the
-# Service selects it. Pods of a warm standby revision lack it, so moving traffic back to them is
-# a label change, not a pod start.
+# On the pods of the revisions that take traffic (stable and canary); the Service selects it.
+# Serving pod templates carry it, so a pod takes traffic once it is ready with no label write (a
+# pass less on the way to Ready, and no write per pod). The operator removes it from the pods of a
+# warm standby revision (and sets it again on a rollback to them), so moving traffic is a label
+# change, not a pod start. A standby pod its controller recreates starts with it and loses it on
+# the operator's next pass, long before it is ready (see docs/loop.md).
 TRAFFIC_LABEL = f"{c.GROUP}/traffic"
 TRAFFIC_ON = "serving"
 ROLE_ANNOTATION = f"{c.GROUP}/role"
@@ -84,6 +87,11 @@ def selector(owner: str, component: str) -> dict[str, str]:
 def revision_selector(owner: str, revision: str) -> dict[str, str]:
     """The labels that select the serving pods of one revision of ``owner``."""
     return {**selector(owner, COMPONENT_SERVING), REVISION_LABEL: revision}
+
+
+def serving_pod_labels(owner: str, revision: str) -> dict[str, str]:
+    """The labels of ``revision``'s serving pods as their workload creates them."""
+    return {**labels(owner, COMPONENT_SERVING), REVISION_LABEL: revision, TRAFFIC_LABEL: TRAFFIC_ON}
 
 
 def owned_selector(owner: str) -> dict[str, str]:

@@ -192,7 +192,7 @@ def build_leader_worker_set(
     leader = _pod(name, spec, plan, "leader", leader_command(spec, plan))
     worker = _pod(name, spec, plan, "worker", worker_command())
     for pod in (leader, worker):
-        pod["metadata"]["labels"][names.REVISION_LABEL] = revision
+        pod["metadata"]["labels"].update(names.serving_pod_labels(name, revision))
         pod["metadata"]["annotations"] = {names.REVISION_LABEL: revision}
     lws_spec: dict[str, Any] = {
         "leaderWorkerTemplate": {

@@ -561,7 +561,7 @@ def build_deployment(
     name = owner["metadata"]["name"]
     lay = layout(spec, plan)
     revision = revision_hash(spec, plan)
-    pod_labels = {**names.labels(name, names.COMPONENT_SERVING), names.REVISION_LABEL: revision}
+    pod_labels = names.serving_pod_labels(name, revision)
     volumes, mounts = source_volumes(spec, lay, read_only=True)
     config_name = names.model_repository_name(name, revision)
     volumes += [
@@ -716,7 +716,7 @@ def revision_metadata(owner: dict[str, Any], name: str, revision: str) -> dict[s
 
 
 def build_service(owner: dict[str, Any], spec: DeploymentSpec, leader_only: bool = False) -> dict[str, Any]:
-    """The Service in front of the serving pods that take traffic (those the operator labels: the
+    """The Service in front of the serving pods that take traffic (those with the traffic label: the
     stable and canary revisions, never a warm standby): http 8000, grpc 8001, metrics 8002
     (multi-node replicas: only their leaders serve, on http 8000 only)."""
     name = owner["metadata"]["name"]
