@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -12,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from deepseek_operator.api.constants import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.api.types import Phase
+from deepseek_operator.kube import client as kube
 from deepseek_operator.sim.tools import repo_root
 from tests.support.plugin import Kubectl, wait_for
 
@@ -168,3 +171,47 @@ def test_operator_resumes_existing_resources(
         )
     assert runner.exception is None
     assert runner.exit_code == 0
+
+
+def test_deleting_the_namespace_is_quiet(
+    kube_api: Any, new_namespace: Callable[[], str], operator: KopfRunner
+) -> None:
+    """A namespace deleted under a running resource: the namespace controller deletes the children
+    and the resource in no set order, and the operator, seeing children gone, neither warns nor
+    reports errors (the API server refuses new objects there, and nothing there can be fixed)."""
+    api, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
+    ns = new_namespace()
+    samples = repo_root() / "manifests" / "samples"
+    (pvc,) = [d for d in yaml.safe_load_all((samples / "model-store-pvc.yaml").read_text()) if d]
+    kube.server_side_apply(kube_api, pvc, "user", ns)
+    body = _sample()
+    body["spec"]["engine"] = {"runtime": "pytorch", "precision": "bf16"}
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        "r1-qwen-7b",
+        body,
+        field_manager="test-user",
+        _content_type="application/apply-patch+yaml",
+    )
+    wait_for(
+        lambda: ((_get(api, ns, "r1-qwen-7b") or {}).get("status") or {}).get("phase") == "Ready",
+        timeout=60,
+        what="the resource Ready",
+    )
+    said = len(operator.output)
+    core.delete_namespace(ns)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, timeout=90, what=f"namespace {ns} gone")
+    after = [line for line in operator.output[said:].splitlines() if ns in line]
+    noisy = [line for line in after if re.search(r"WARNING|ERROR|ReconcileError|Traceback", line)]
+    assert noisy == [], "\n".join(noisy)

@@ -517,3 +517,14 @@ def test_after_a_rollback_and_a_promotion_the_rolled_back_condition_is_false_aga
     w.converge()
     assert w.body["status"]["phase"] == "Ready" and w.body["status"]["lastRollback"]
     assert (conds(w)["RolledBack"]["status"], conds(w)["RolledBack"]["reason"]) == ("False", "NoRollback")
+
+
+def test_a_resource_being_deleted_makes_nothing_again() -> None:
+    w = deployed()
+    w.body["metadata"]["deletionTimestamp"] = "2026-12-01T09:00:00Z"
+    w.body["metadata"]["finalizers"] = ["foregroundDeletion"]  # its children are deleted first
+    for key in [k for k in w.children if k[0] in ("Deployment", "Service")]:
+        del w.children[key]
+    writes = w.decide()
+    assert (writes.apply, writes.records, writes.scale, writes.relabel, writes.status) == ([], [], [], [], {})
+    assert writes.requeue_after is None and writes.events == []

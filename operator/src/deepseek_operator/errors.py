@@ -20,6 +20,11 @@ class TransientError(OperatorError):
     """A passing fault (conflict, 5xx, not ready yet): retry later."""
 
 
+class NamespaceTerminatingError(OperatorError):
+    """The namespace is being deleted: the API server takes nothing new in it, and the resource
+    goes with it. Nothing to report or retry."""
+
+
 class SimError(OperatorError):
     """The simulated cluster could not be started, reached or stopped."""
 

@@ -28,7 +28,7 @@ from deepseek_operator.api.constants import (
     LWS_PLURAL,
     PLURAL,
 )
-from deepseek_operator.errors import OperatorError, SpecError, TransientError
+from deepseek_operator.errors import NamespaceTerminatingError, OperatorError, SpecError, TransientError
 
 # (apiVersion, kind) -> plural resource name, for the kinds the operator writes or reads.
 _PLURALS: dict[tuple[str, str], str] = {
@@ -86,7 +86,25 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     return f"{path}/{name}" if name else path
 
 
+# The NamespaceLifecycle admission plugin refuses new objects in a namespace being deleted with a
+# 403 whose cause is "NamespaceTerminating" (k8s.io/api/core/v1 NamespaceTerminatingCause; the
+# plugin's message: "unable to create new content in namespace X because it is being terminated").
+_NAMESPACE_TERMINATING = "NamespaceTerminating"
+
+
+def _terminating(e: ApiException) -> bool:
+    if e.status != 403 or not e.body:
+        return False
+    try:
+        causes = ((json.loads(e.body) or {}).get("details") or {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == _NAMESPACE_TERMINATING for c in causes)
+
+
 def _map_error(e: ApiException, what: str) -> OperatorError:
+    if _terminating(e):
+        return NamespaceTerminatingError(f"{what}: the namespace is being deleted")
     if e.status in (409, 429) or (e.status or 0) >= 500:
         return TransientError(f"{what}: HTTP {e.status} {e.reason}; will retry")
     if e.status in {400, 422}:
@@ -313,5 +331,14 @@ def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> No
     }
     try:
         request(api_client(), "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+    except ApiException as e:
+        if _terminating(e):  # the namespace, the resource and its events are going
+            _log.debug("event %s for %s/%s not posted: the namespace is being deleted", reason, *_at(meta))
+        else:
+            _log.warning("event %s for %s/%s not posted: %s", reason, *_at(meta), _map_error(e, "post"))
     except Exception as e:  # an event is worth one try; it must never break a reconcile
-        _log.warning("event %s for %s/%s not posted: %s", reason, meta["namespace"], meta["name"], e)
+        _log.warning("event %s for %s/%s not posted: %s", reason, *_at(meta), e)
+
+
+def _at(meta: dict[str, Any]) -> tuple[str, str]:
+    return str(meta["namespace"]), str(meta["name"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from deepseek_operator import metrics
 from deepseek_operator.api.spec import DeploymentSpec
-from deepseek_operator.errors import OperatorError, TransientError
+from deepseek_operator.errors import NamespaceTerminatingError, OperatorError, TransientError
 from deepseek_operator.kube import client as kube
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import decide as decider
@@ -270,6 +270,11 @@ class Controller:
         try:
             with metrics.timed_pass():
                 again = self.sync(owner)
+        except NamespaceTerminatingError as e:
+            # Its namespace is being deleted, the resource with it; the deletion's watch event
+            # ends it here. Nothing to say (no event can be posted there) and nothing to retry.
+            log.debug("%s/%s: %s", *owner, e)
+            return None
         except TransientError as e:
             # A newer version exists, or the API server is busy: said only when it repeats.
             delay = self._backoff(owner, 0.2)

@@ -104,6 +104,11 @@ def _requeue(f: Facts, spec: DeploymentSpec, p: _Pass, w: Writes) -> None:
 def decide(f: Facts, build: RevisionBuilder = revision_objects) -> Writes:
     """The writes that bring the cluster and the status to what ``f`` asks for (pure; raises
     OperatorError when a live revision cannot be rebuilt, e.g. its record was deleted)."""
+    if (f.body.get("metadata") or {}).get("deletionTimestamp"):
+        # Being deleted (another's finalizer holds it, or a foreground deletion removes its
+        # children first): nothing is made again, or the garbage collector and the operator would
+        # take turns and the deletion would never end.
+        return Writes()
     now = format_time(f.now)
     current = f.body.get("status") or {}
     try:

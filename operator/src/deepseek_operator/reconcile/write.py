@@ -6,11 +6,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from deepseek_operator import metrics
-from deepseek_operator.api.constants import KIND
+from deepseek_operator.api.constants import KIND, LWS_KIND
 from deepseek_operator.kube import client as kube
 from deepseek_operator.reconcile.cache import Cache
 from deepseek_operator.reconcile.facts import MetricOp, Scale, Writes
@@ -26,6 +26,9 @@ def _metric(op: MetricOp) -> None:
 # The objects of one pass do not depend on each other at the API server (a pod that mounts a
 # ConfigMap created a moment later mounts it when the kubelet retries), so they go out together.
 _POOL = ThreadPoolExecutor(max_workers=24, thread_name_prefix="apply")
+
+
+_STARTS_PODS = frozenset({"Deployment", LWS_KIND, "Job"})
 
 
 def _in_parallel(calls: list[Callable[[], Any]]) -> None:
@@ -61,6 +64,19 @@ def _relabel(cache: Cache, namespace: str, pod_name: str, labels: dict[str, str 
         cache.remember("Pod", pod)
 
 
+def _start_early(cache: Cache, namespace: str, w: Writes) -> list[Future[None]]:
+    """Send the objects and pod labels of a pass that moves nothing running; the rest of the pass
+    waits for the futures. What starts pods (a workload, a build Job) goes alone and first: the
+    pods' way to Ready (the controllers, the scheduler, the kubelet) is the longest, and the other
+    writes would compete with it for the API server."""
+    first = [o for o in w.apply if o["kind"] in _STARTS_PODS]
+    rest = [o for o in w.apply if o["kind"] not in _STARTS_PODS]
+    lead = [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in first]
+    wait(lead)  # its errors are raised with the others', after the status
+    early = lead + [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in rest]
+    return early + [_POOL.submit(_relabel, cache, namespace, r.pod, dict(r.labels)) for r in w.relabel]
+
+
 def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     """Do ``w`` for the resource ``body``; returns the resource as it is after (its new status).
 
@@ -79,12 +95,7 @@ def execute(cache: Cache, body: Mapping[str, Any], w: Writes) -> dict[str, Any]:
     phase_events: list[Callable[[], Any]] = [
         functools.partial(kube.post_event, plain, *e) for e in w.events if e[1] == PHASE_REASON
     ]
-    early = (
-        []
-        if w.status_first
-        else [_POOL.submit(_apply_and_scale, cache, namespace, o, w) for o in w.apply]
-        + [_POOL.submit(_relabel, cache, namespace, r.pod, dict(r.labels)) for r in w.relabel]
-    )
+    early = [] if w.status_first else _start_early(cache, namespace, w)
     before: list[Callable[[], Any]] = [functools.partial(_apply, cache, r) for r in w.records]
     before += [functools.partial(kube.post_event, plain, *e) for e in explaining]
     try:
