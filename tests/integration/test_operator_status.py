@@ -225,3 +225,6 @@ def test_deleting_the_namespace_is_quiet(
     said_out = [(r.levelno, r.getMessage()) for r in after]
     noisy = [m for level, m in said_out if level >= logging.WARNING or "ReconcileError" in m]
     assert noisy == [], "\n".join(noisy)
+    # Refused once, the resource gets no more passes (each would be refused again) until it is gone.
+    refused = [m for _, m in said_out if "no more passes for it" in m]
+    assert len(refused) <= 1, "\n".join(refused)

@@ -20,9 +20,13 @@ class TransientError(OperatorError):
     """A passing fault (conflict, 5xx, not ready yet): retry later."""
 
 
-class NamespaceTerminatingError(OperatorError):
+class GoneError(OperatorError):
+    """The resource is gone, or going with its namespace: nothing to report or retry."""
+
+
+class NamespaceTerminatingError(GoneError):
     """The namespace is being deleted: the API server takes nothing new in it, and the resource
-    goes with it. Nothing to report or retry."""
+    goes with it."""
 
 
 class SimError(OperatorError):

@@ -28,7 +28,13 @@ from deepseek_operator.api.constants import (
     LWS_PLURAL,
     PLURAL,
 )
-from deepseek_operator.errors import NamespaceTerminatingError, OperatorError, SpecError, TransientError
+from deepseek_operator.errors import (
+    GoneError,
+    NamespaceTerminatingError,
+    OperatorError,
+    SpecError,
+    TransientError,
+)
 
 # (apiVersion, kind) -> plural resource name, for the kinds the operator writes or reads.
 _PLURALS: dict[tuple[str, str], str] = {
@@ -266,13 +272,19 @@ def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]
     :class:`TransientError` instead of overwriting a newer one."""
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-    result = _call(
-        "PATCH",
-        resource_path(API_VERSION, KIND, meta["namespace"], meta["name"]) + "/status",
-        f"patch status of {meta['namespace']}/{meta['name']}",
-        body=patch,
-        content_type="application/merge-patch+json",
-    )
+    what = f"patch status of {meta['namespace']}/{meta['name']}"
+    try:
+        result = request(
+            api_client(),
+            "PATCH",
+            resource_path(API_VERSION, KIND, meta["namespace"], meta["name"]) + "/status",
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+    except ApiException as e:
+        if e.status == 404:  # deleted since it was read; its deletion's watch event follows
+            raise GoneError(f"{what}: the resource is gone") from e
+        raise _map_error(e, what) from e
     assert isinstance(result, dict)
     return result
 

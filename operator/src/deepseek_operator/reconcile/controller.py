@@ -18,7 +18,7 @@ from typing import Any
 
 from deepseek_operator import metrics
 from deepseek_operator.api.spec import DeploymentSpec
-from deepseek_operator.errors import NamespaceTerminatingError, OperatorError, TransientError
+from deepseek_operator.errors import GoneError, OperatorError, TransientError
 from deepseek_operator.kube import client as kube
 from deepseek_operator.planning.types import Plan
 from deepseek_operator.reconcile import decide as decider
@@ -69,6 +69,9 @@ class Controller:
         self._waiting: set[Owner] = set()  # resources waiting for free GPUs
         self._errors: dict[Owner, str] = {}  # the last error said in an event, per resource
         self._failures: dict[Owner, int] = {}  # consecutive failed passes, for the backoff
+        # Resources (by uid) found deleted, or refused by their namespace being deleted: no
+        # more passes for them (every one would be refused again) until they are gone.
+        self._going: dict[Owner, str] = {}
         self._held: ProgressHold[Owner] = ProgressHold(PROGRESS_HOLD_SECONDS)
         self._built: OrderedDict[tuple[Any, ...], tuple[DeploymentSpec, Plan, bytes]] = OrderedDict()
 
@@ -160,6 +163,7 @@ class Controller:
             self._waiting.discard(owner)
             self._errors.pop(owner, None)
             self._failures.pop(owner, None)
+            self._going.pop(owner, None)
 
     # --- one pass ------------------------------------------------------------------------------
 
@@ -267,13 +271,20 @@ class Controller:
 
     def _sync_reporting(self, owner: Owner) -> float | None:
         """:meth:`sync`, with failures retried with backoff and said once in an event."""
+        if self._going_away(owner):
+            return None
         try:
             with metrics.timed_pass():
                 again = self.sync(owner)
-        except NamespaceTerminatingError as e:
-            # Its namespace is being deleted, the resource with it; the deletion's watch event
-            # ends it here. Nothing to say (no event can be posted there) and nothing to retry.
-            log.debug("%s/%s: %s", *owner, e)
+        except GoneError as e:
+            # Deleted since it was read, or its namespace is being deleted (the resource with it);
+            # the deletion's watch event ends it here. Nothing to say (no event can be posted
+            # there) and nothing to retry.
+            log.debug("%s/%s: %s; no more passes for it", *owner, e)
+            body = self.cache.resource(owner)
+            if body is not None:
+                with self._lock:
+                    self._going[owner] = _uid(body)
             return None
         except TransientError as e:
             # A newer version exists, or the API server is busy: said only when it repeats.
@@ -295,6 +306,15 @@ class Controller:
             self._errors.pop(owner, None)
         return again
 
+    def _going_away(self, owner: Owner) -> bool:
+        """Whether ``owner``, as cached now, was found gone or going with its namespace."""
+        with self._lock:
+            refused = self._going.get(owner)
+        if refused is None:
+            return False
+        body = self.cache.resource(owner)
+        return body is not None and _uid(body) == refused
+
     def _backoff(self, owner: Owner, base: float) -> float:
         with self._lock:
             n = self._failures.get(owner, 0)
@@ -310,3 +330,7 @@ class Controller:
         log.warning("%s/%s: %s", *owner, message)
         if body is not None:
             kube.post_event(dict(body), "Warning", "ReconcileError", message)
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
