@@ -271,3 +271,16 @@ def _argv(proc: Path) -> list[str]:
 
 def _argv0(proc: Path) -> str:
     return _argv(proc)[0]
+
+
+def test_a_stand_in_starts_and_stops_without_printing(capfd: pytest.CaptureFixture[str]) -> None:
+    """tritonserver's own lines (its "Signal (2) received." at a stop) stay off the caller's
+    output: pytriton would print them, and the demo showed them after its summary."""
+    server = StandInServer(ANSWERS, "quiet")
+    server.start()
+    try:
+        assert _run(server)[0].output == ANSWERS[CASES[0].prompt]
+    finally:
+        server.stop()
+    out, err = capfd.readouterr()
+    assert "Signal" not in out + err and out == "", (out, err)

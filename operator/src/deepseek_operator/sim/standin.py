@@ -209,6 +209,21 @@ def _shared_memory_of(pids: set[int]) -> set[Path]:
     return found
 
 
+def _quiet(triton: Any) -> None:
+    """Keep tritonserver's own lines off this process's stdout.
+
+    pytriton's TritonServer prints every line tritonserver writes on stdout or stderr (its
+    ``verbose`` defaults to True and ``Triton(...)`` does not pass it on; pytriton 0.7.0). Triton's
+    log goes to ``log_file``, so what still reached the demo's output was Triton's "Signal (2)
+    received." at each stop. The server object is made before ``run()`` (which makes it only when
+    there is none) and told not to print; pytriton still keeps the lines (``get_server_logs``).
+    """
+    triton._initialize_server()  # no public way to this setting
+    server = getattr(triton, "_triton_server", None)
+    if server is not None and hasattr(server, "_verbose"):
+        server._verbose = False
+
+
 def _sweep(root: Path) -> None:
     """End every process still running from the server workspace ``root`` and their children."""
     procs = _processes()
@@ -423,6 +438,7 @@ class StandInServer:
         # Kept before run(), so that stop() cleans up after a start that fails half-way.
         self._triton = triton
         with _python_libdir_first():
+            _quiet(triton)
             triton.run()
 
     def _wait_ready(self) -> None:
