@@ -9,33 +9,13 @@ status the operator wrote (the clock is the World's fixed one, so they are repro
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from deepseek_operator.api import names
-from deepseek_operator.reconcile.facts import AnalysisRun
-from deepseek_operator.rollout.decisions import Measurement, Revisions
-from tests.support.world import World, gpu_nodes, sample
-
-GOOD = Measurement(p99_latency_ms=120.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
-SLOW = Measurement(p99_latency_ms=900.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
-
-
-def revs(w: World) -> Revisions:
-    return Revisions.from_status((w.body.get("status") or {}).get("revisions"))
-
-
-def analyse(w: World, m: Measurement, times: int = 1) -> None:
-    """``times`` analyses of the revision under test, 31 s apart (as tests/unit/test_decide.py)."""
-    for _ in range(times):
-        w.now += dt.timedelta(seconds=31)
-        r = revs(w)
-        subject, role = (r.canary, "canary") if r.canary else (r.stable, "stable")
-        w.apply(w.decide(AnalysisRun(subject, role, m, None)))  # type: ignore[arg-type]
-        w.settle()
+from tests.support.world import GOOD, SLOW, World, analyse, gpu_nodes, revs, sample
 
 
 def deployed(body: dict[str, Any] | None = None) -> World:

@@ -24,6 +24,7 @@ from deepseek_operator.reconcile.cache import slim_node, slim_owned
 from deepseek_operator.reconcile.capacity import Capacity
 from deepseek_operator.reconcile.decide import decide
 from deepseek_operator.reconcile.facts import AnalysisRun, Facts, Writes
+from deepseek_operator.rollout.decisions import Measurement, Revisions
 from deepseek_operator.sim.gpus import node_manifests, parse_gpu_spec
 from deepseek_operator.sim.tools import repo_root
 
@@ -210,3 +211,27 @@ class World:
             target[keys[-1]] = value
         self.body["metadata"]["generation"] += 1
         self.body["metadata"]["resourceVersion"] = self._bump()
+
+
+# --- what the table tests and the Argo CD cases do to a World --------------------------------
+
+GOOD = Measurement(p99_latency_ms=120.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
+SLOW = Measurement(p99_latency_ms=900.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
+
+
+def revs(w: World) -> Revisions:
+    """The revisions ``w``'s status names."""
+    return Revisions.from_status((w.body.get("status") or {}).get("revisions"))
+
+
+def analyse(w: World, m: Measurement, times: int = 1, advance: float = 31.0) -> Writes:
+    """``times`` analyses of the revision under test, ``advance`` seconds apart; the last writes."""
+    last = Writes()
+    for _ in range(times):
+        w.now += dt.timedelta(seconds=advance)
+        r = revs(w)
+        subject, role = (r.canary, "canary") if r.canary else (r.stable, "stable")
+        last = w.decide(AnalysisRun(subject, role, m, None))  # type: ignore[arg-type]
+        w.apply(last)
+        w.settle()
+    return last

@@ -14,16 +14,10 @@ import pytest
 
 from deepseek_operator.api import names
 from deepseek_operator.reconcile.facts import AnalysisRun, Writes
-from deepseek_operator.rollout.decisions import Measurement, Revisions
-from tests.support.world import World, gpu_nodes, sample
+from deepseek_operator.rollout.decisions import Measurement
+from tests.support.world import GOOD, SLOW, World, analyse, gpu_nodes, revs, sample
 
-GOOD = Measurement(p99_latency_ms=120.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
-SLOW = Measurement(p99_latency_ms=900.0, latency_source="golden", error_rate=0.0, requests=4, accuracy=1.0)
 UNREACHABLE = Measurement(problems=("revision x cannot be reached",))
-
-
-def revs(w: World) -> Revisions:
-    return Revisions.from_status((w.body.get("status") or {}).get("revisions"))
 
 
 def conds(w: World) -> dict[str, dict[str, Any]]:
@@ -55,19 +49,6 @@ def deployed() -> World:
     w.converge()
     assert w.body["status"]["phase"] == "Ready"
     return w
-
-
-def analyse(w: World, m: Measurement, times: int = 1, advance: float = 31.0) -> Writes:
-    """``times`` analyses of the revision under test, ``advance`` seconds apart."""
-    last = Writes()
-    for _ in range(times):
-        w.now += dt.timedelta(seconds=advance)
-        r = revs(w)
-        subject, role = (r.canary, "canary") if r.canary else (r.stable, "stable")
-        last = w.decide(AnalysisRun(subject, role, m, None))  # type: ignore[arg-type]
-        w.apply(last)
-        w.settle()
-    return last
 
 
 def new_revision(w: World) -> str:

@@ -22,7 +22,7 @@ from deepseek_operator.builders.serving import revision_hash
 from deepseek_operator.planning.placement import Refusal, catalog_nodes
 from deepseek_operator.reconcile import revision as rv
 from deepseek_operator.sim.tools import repo_root
-from tests.support.world import World, gpu_nodes
+from tests.support.world import GOOD, World, analyse, gpu_nodes
 from tests.support.world import sample as sample_body
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "children"
@@ -106,8 +106,6 @@ def _standby() -> World:
     w.converge()
     w.change_spec(model__revision="v2")
     w.converge()
-    from tests.unit.test_decide import GOOD, analyse  # noqa: PLC0415 - the same passes as the table tests
-
     analyse(w, GOOD, times=3)
     w.converge()
     return w
