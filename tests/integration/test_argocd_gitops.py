@@ -8,7 +8,8 @@
   does) changes nothing, the failed revision stays blocked, traffic stays on the good revision and
   Argo CD's health says Degraded naming it; a new revision in Git starts a new canary;
 - every sample and every object the chart renders (with its CRDs, as Argo CD renders a chart) is
-  Synced after the operator and the controllers have reconciled them, in both modes.
+  Synced after the operator and the controllers have reconciled them, after a new revision of each
+  sample (a canary where it is placed) and after those canaries are rolled back, in both modes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
+from deepseek_operator.api import names
 from deepseek_operator.api.constants import KIND
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
@@ -31,6 +34,7 @@ from tests.integration.test_rollout import INTERVAL, Endpoints, Rollout, _body
 from tests.support import argocd as ac
 from tests.support.chart import template
 from tests.support.plugin import Kubectl, wait_for
+from tests.support.pods import crash_loop
 
 # How Argo CD applies (gitops-engine pkg/utils/kube/resource_ops.go, newApplyOptions: kubectl's
 # apply with Overwrite; with server-side apply ForceConflicts and the manager argocd-controller,
@@ -296,10 +300,14 @@ def test_every_sample_and_chart_object_is_synced_after_reconcile(
         )
         drifted = [r["name"] for r in git.diff(targets) if r["modified"]]
         assert drifted == [f"{KIND}/{dsd['metadata']['name']}"], drifted
-        # A new revision of every sample (a canary where it is placed), then synced again.
+        # A new revision of every sample (a canary where it is placed), then synced again. Git also
+        # shortens the analysis (the samples' 30 s-1 m intervals and 3 failures would take minutes
+        # to roll back); the diff below compares Git as it is now with the live objects.
         for t in targets:
             if t["kind"] == KIND:
                 t["spec"]["model"]["revision"] = "argocd-v2"
+                analysis = t["spec"].setdefault("rollout", {}).setdefault("analysis", {})
+                analysis.update({"interval": "2s", "failureLimit": 1})
         git.apply(targets)
         wait_for(lambda: _reconciled(git, targets), 60, what="the new revisions reconciled")
         git.assert_synced(targets, "after a new revision of each sample")
@@ -319,9 +327,44 @@ def test_every_sample_and_chart_object_is_synced_after_reconcile(
                 placed = next(c for c in live["status"]["conditions"] if c["type"] == "Placed")
                 if placed["status"] == "False":
                     assert health["status"] == "Degraded" and placed["reason"] in health["message"], health
+        _roll_back_every_canary(git, targets, client.CoreV1Api(kube_api))
     finally:
         cluster_wide = [
             t for t in targets if t["kind"] in CLUSTER_SCOPED and t["kind"] != "CustomResourceDefinition"
         ]
         text = "\n---\n".join(json.dumps(t) for t in cluster_wide)
         kubectl("delete", "--ignore-not-found", "-f", "-", input=text, check=False)
+
+
+def _roll_back_every_canary(git: Git, targets: list[dict[str, Any]], core: Any) -> None:
+    """The samples' canaries crash-loop: each is rolled back, Git is still Synced with every
+    object, and Argo CD's health of each says Degraded naming the failed revision."""
+    canaries = {
+        o["metadata"]["name"]: o["status"]["revisions"]["canary"]
+        for o in git.live(targets)
+        if o["kind"] == KIND and o["status"].get("phase") == "Canary"
+    }
+    for name, canary in canaries.items():
+        selector = names.label_selector(names.revision_selector(name, canary))
+
+        def listed(selector: str = selector) -> list[Any]:
+            return list(core.list_namespaced_pod(git.ns, label_selector=selector).items)
+
+        pods = wait_for(listed, 30, what=f"{name}'s canary pods")
+        for pod in pods:
+            crash_loop(core, git.ns, pod.metadata.name)
+
+    def rolled_back() -> list[dict[str, Any]] | None:
+        lives = [o for o in git.live(targets) if o["kind"] == KIND and o["metadata"]["name"] in canaries]
+        done = all(
+            ((o.get("status") or {}).get("lastRollback") or {}).get("from") == canaries[o["metadata"]["name"]]
+            for o in lives
+        )
+        return lives if done else None
+
+    lives = wait_for(rolled_back, 60, what=f"the canaries of {sorted(canaries)} rolled back")
+    git.assert_synced(targets, "after each sample's canary was rolled back")
+    for live in lives:
+        health = git.health(live)
+        assert health["status"] == "Degraded", (live["metadata"]["name"], health)
+        assert canaries[live["metadata"]["name"]] in health["message"], health

@@ -8,7 +8,6 @@ nvidia-pytriton on the CPU) whose latency, error rate and answer quality each te
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 import signal
 import subprocess
@@ -24,12 +23,12 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from deepseek_operator.api import names
-from deepseek_operator.api.clock import format_time
 from deepseek_operator.api.constants import GROUP, KIND, PLURAL, VERSION
 from deepseek_operator.rollout.analysis import ENDPOINTS_ENV, map_revision
 from deepseek_operator.sim.cluster import SimCluster
 from deepseek_operator.sim.standin import StandInServer
 from tests.support.plugin import start_operator_process, wait_for
+from tests.support.pods import crash_loop
 
 CASES = [
     ("What is 17 * 23? Answer with the number only.", {"contains": "391"}, "391"),
@@ -549,31 +548,7 @@ def test_canary_whose_pods_crash_loop_is_rolled_back(rig: Rig, operator: Any) ->
         timeout=30,
         what="the canary pod",
     )
-    # What a kubelet reports for a container that keeps crashing (kwok plays no crashes itself).
-    now = format_time(dt.datetime.now(dt.UTC))
-    r.core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        rig.namespace,
-        {
-            "status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": "Ready", "status": "False", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
-                ],
-                "containerStatuses": [
-                    {
-                        "name": "triton",
-                        "image": "nvcr.io/nvidia/tritonserver",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 5,
-                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 2m40s"}},
-                    }
-                ],
-            }
-        },
-    )
+    crash_loop(r.core, rig.namespace, pod.metadata.name)  # kwok plays no crashes itself
     rolled = r.wait(lambda: r.status().get("lastRollback"), timeout=30, what="a rollback")
     assert (rolled["from"], rolled["to"]) == (canary, stable)
     assert "pods not starting" in rolled["reason"] and "CrashLoopBackOff" in rolled["reason"]
