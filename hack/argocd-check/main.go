@@ -22,7 +22,7 @@
 //	application APP.yaml...
 //	    Each file decoded strictly (unknown fields are errors) into Argo CD's own Application type
 //	    (pkg/apis/application/v1alpha1), and its sync options listed.
-//	diff    --argocd-cm CM.yaml --mode ssa|csa [--kubeconfig FILE] PAIRS.json
+//	diff    --argocd-cm CM.yaml --mode ssa|csa [--server-side-diff] [--kubeconfig FILE] PAIRS.json
 //	    PAIRS.json is [{"name":..., "desired":{...}, "live":{...}}]. Each pair is compared by
 //	    util/argo/diff.StateDiffs with the DiffConfig the controller builds (controller/state.go,
 //	    CompareAppState): the argocd-cm overrides and normalizers, annotation tracking, no cache,
@@ -30,6 +30,11 @@
 //	    loaded from the cluster's OpenAPI by gitops-engine's KubectlCmd.LoadOpenAPISchema, as for an
 //	    Application with ServerSideApply=true; csa is client-side apply (three-way diff against the
 //	    kubectl.kubernetes.io/last-applied-configuration annotation).
+//	    --server-side-diff is the compare option ServerSideDiff=true (controller/state.go,
+//	    CompareAppState): the predicted live state is a server-side apply dry run of the desired
+//	    object as argocd-controller against the cluster (gitops-engine diff.K8sServerSideDryRunner
+//	    over argo-cd util/kube.ManageServerSideDiffDryRuns, as controller/sync.go,
+//	    getServerSideDiffDryRunApplier, builds it); it needs --kubeconfig.
 package main
 
 import (
@@ -41,6 +46,7 @@ import (
 	"os"
 	"path/filepath"
 
+	gitopsdiff "github.com/argoproj/gitops-engine/pkg/diff"
 	"github.com/argoproj/gitops-engine/pkg/health"
 	"github.com/argoproj/gitops-engine/pkg/utils/kube"
 	"github.com/argoproj/gitops-engine/pkg/utils/tracing"
@@ -57,6 +63,7 @@ import (
 	"github.com/argoproj/argo-cd/v3/util/argo"
 	argodiff "github.com/argoproj/argo-cd/v3/util/argo/diff"
 	"github.com/argoproj/argo-cd/v3/util/argo/normalizers"
+	kubeutil "github.com/argoproj/argo-cd/v3/util/kube"
 	"github.com/argoproj/argo-cd/v3/util/lua"
 	"github.com/argoproj/argo-cd/v3/util/settings"
 )
@@ -272,12 +279,16 @@ func cmdDiff(args []string) (any, error) {
 	cmPath := fs.String("argocd-cm", "", "argocd-cm ConfigMap YAML")
 	mode := fs.String("mode", "", "ssa (ServerSideApply=true) or csa (client-side apply)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster (ssa: its OpenAPI gives the GVK parser)")
+	serverSide := fs.Bool("server-side-diff", false, "the compare option ServerSideDiff=true (dry runs against the cluster)")
 	_ = fs.Parse(args)
 	if *cmPath == "" || fs.NArg() != 1 {
-		return nil, errors.New("diff: want --argocd-cm CM.yaml --mode ssa|csa [--kubeconfig FILE] PAIRS.json")
+		return nil, errors.New("diff: want --argocd-cm CM.yaml --mode ssa|csa [--server-side-diff] [--kubeconfig FILE] PAIRS.json")
 	}
 	if *mode != "ssa" && *mode != "csa" {
 		return nil, fmt.Errorf("diff: --mode is %q; want ssa or csa", *mode)
+	}
+	if (*mode == "ssa" || *serverSide) && *kubeconfig == "" {
+		return nil, errors.New("diff --mode ssa or --server-side-diff: --kubeconfig is required (the GVK parser and the dry runs need the cluster)")
 	}
 	overrides, err := overridesFrom(*cmPath)
 	if err != nil {
@@ -296,21 +307,29 @@ func cmdDiff(args []string) (any, error) {
 		WithTracking(common.LabelKeyAppInstance, string(v1alpha1.TrackingMethodAnnotation)).
 		WithNoCache().
 		WithManager(common.ArgoCDSSAManager).
-		WithServerSideDiff(false)
-	if *mode == "ssa" {
-		if *kubeconfig == "" {
-			return nil, errors.New("diff --mode ssa: --kubeconfig is required (the GVK parser comes from the cluster's OpenAPI)")
-		}
-		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		WithServerSideDiff(*serverSide)
+	if *kubeconfig != "" {
+		rest, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 		if err != nil {
 			return nil, err
 		}
 		kubectl := &kube.KubectlCmd{Log: logr.Discard(), Tracer: tracing.NopTracer{}}
-		_, parser, err := kubectl.LoadOpenAPISchema(cfg)
+		schema, parser, err := kubectl.LoadOpenAPISchema(rest)
 		if err != nil {
 			return nil, err
 		}
-		b = b.WithGVKParser(parser).WithStructuredMergeDiff(true)
+		b = b.WithGVKParser(parser) // the controller always sets it (CompareAppState)
+		if *serverSide {
+			applier, cleanup, err := kubeutil.ManageServerSideDiffDryRuns(rest, schema, nil)
+			if err != nil {
+				return nil, err
+			}
+			defer cleanup()
+			b = b.WithServerSideDryRunner(gitopsdiff.NewK8sServerSideDryRunner(applier))
+		}
+	}
+	if *mode == "ssa" {
+		b = b.WithStructuredMergeDiff(true)
 	}
 	cfg, err := b.Build()
 	if err != nil {

@@ -3,7 +3,8 @@
 - a DeepSeekDeployment applied as Argo CD applies it (server-side apply as ``argocd-controller``
   with ``ServerSideApply=true``; client-side apply with the last-applied annotation otherwise),
   reconciled by the operator through a canary and an automatic rollback, stays Synced in both
-  modes (util/argo/diff.StateDiff, as the application controller computes OutOfSync);
+  modes (util/argo/diff.StateDiff, as the application controller computes OutOfSync), with and
+  without the compare option ServerSideDiff=true;
 - the rollback survives a sync: re-applying the same manifest (what auto-sync or a manual sync
   does) changes nothing, the failed revision stays blocked, traffic stays on the good revision and
   Argo CD's health says Degraded naming it; a new revision in Git starts a new canary;
@@ -98,8 +99,10 @@ class Git:
         items: list[dict[str, Any]] = doc["items"] if doc.get("kind") == "List" else [doc]
         return items
 
-    def diff(self, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Argo CD's diff of each target with its live object."""
+    def diff(self, targets: list[dict[str, Any]], server_side: bool = False) -> list[dict[str, Any]]:
+        """Argo CD's diff of each target with its live object; ``server_side``: with the compare
+        option ServerSideDiff=true (a server-side apply dry run of each target gives the
+        predicted live state)."""
         pairs = [
             {"name": f"{t['kind']}/{t['metadata']['name']}", "desired": t, "live": live}
             for t, live in zip(targets, self.live(targets), strict=True)
@@ -107,16 +110,20 @@ class Git:
         path = self.tmp / "pairs.json"
         path.write_text(json.dumps(pairs))
         args = ["diff", "--argocd-cm", str(ac.ARGOCD_CM), "--mode", self.mode]
-        if self.mode == "ssa":
+        if self.mode == "ssa" or server_side:
             args += ["--kubeconfig", str(self.cluster.kubeconfig)]
+        if server_side:
+            args += ["--server-side-diff"]
         results: list[dict[str, Any]] = ac.run(self.tool, *args, str(path))
         return results
 
     def assert_synced(self, targets: list[dict[str, Any]], when: str) -> None:
-        drift = [r for r in self.diff(targets) if r["modified"]]
+        """Synced by Argo CD's default diff and by its server-side diff (ServerSideDiff=true)."""
+        drift = [(r, "") for r in self.diff(targets) if r["modified"]]
+        drift += [(r, ", ServerSideDiff=true") for r in self.diff(targets, server_side=True) if r["modified"]]
         lines = []
-        for r in drift:
-            lines += [f"{r['name']} ({self.mode}):"]
+        for r, how in drift:
+            lines += [f"{r['name']} ({self.mode}{how}):"]
             lines += difflib.unified_diff(
                 r["predictedLive"].splitlines(), r["normalizedLive"].splitlines(), "git", "live", lineterm=""
             )
@@ -298,8 +305,14 @@ def test_every_sample_and_chart_object_is_synced_after_reconcile(
             "-p",
             '{"spec":{"replicas":3}}',
         )
-        drifted = [r["name"] for r in git.diff(targets) if r["modified"]]
-        assert drifted == [f"{KIND}/{dsd['metadata']['name']}"], drifted
+        for server_side in (False, True):
+            drifted = [r["name"] for r in git.diff(targets, server_side) if r["modified"]]
+            assert drifted == [f"{KIND}/{dsd['metadata']['name']}"], (server_side, drifted)
+        # The server-side diff asks the API server: a manifest it would refuse fails the diff.
+        bad = json.loads(json.dumps(dsd))
+        bad["spec"]["replicas"] = -1
+        with pytest.raises(AssertionError, match=r"spec\.replicas"):
+            git.diff([bad], server_side=True)
         # A new revision of every sample (a canary where it is placed), then synced again. Git also
         # shortens the analysis (the samples' 30 s-1 m intervals and 3 failures would take minutes
         # to roll back); the diff below compares Git as it is now with the live objects.
