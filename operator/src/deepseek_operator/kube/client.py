@@ -152,10 +152,15 @@ def _call(
     body: Any = None,
     query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
+    missing_is_gone: bool = False,
 ) -> Any:
+    """``request`` with the operator's errors; ``missing_is_gone``: a 404 is :class:`GoneError`
+    (the object was deleted since it was read; its deletion's watch event follows)."""
     try:
         return request(api_client(), method, path, query, body, content_type)
     except ApiException as e:
+        if missing_is_gone and e.status == 404:
+            raise GoneError(f"{what}: the resource is gone") from e
         raise _map_error(e, what) from e
 
 
@@ -272,19 +277,14 @@ def patch_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]
     :class:`TransientError` instead of overwriting a newer one."""
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-    what = f"patch status of {meta['namespace']}/{meta['name']}"
-    try:
-        result = request(
-            api_client(),
-            "PATCH",
-            resource_path(API_VERSION, KIND, meta["namespace"], meta["name"]) + "/status",
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-    except ApiException as e:
-        if e.status == 404:  # deleted since it was read; its deletion's watch event follows
-            raise GoneError(f"{what}: the resource is gone") from e
-        raise _map_error(e, what) from e
+    result = _call(
+        "PATCH",
+        resource_path(API_VERSION, KIND, meta["namespace"], meta["name"]) + "/status",
+        f"patch status of {meta['namespace']}/{meta['name']}",
+        body=patch,
+        content_type="application/merge-patch+json",
+        missing_is_gone=True,
+    )
     assert isinstance(result, dict)
     return result
 
